@@ -1,0 +1,3 @@
+from hgan.cli import main
+
+main()

@@ -1,0 +1,91 @@
+"""The released generator: an MLP G(z, y) with one softmax head per column.
+
+Rules:
+1. The architecture is fully described by ``GeneratorConfig`` (JSON-safe) and
+   the codec's layout; weights are loaded only into a module built from them.
+2. ``G`` reads fresh Gaussian noise ``z`` and a one-hot class ``y`` (the
+   target, for conditional sampling as in the AC-GAN of the seed paper). It
+   never reads a real row.
+3. Output: logits for every column's codes and offsets in [-1, 1] (tanh);
+   ``relaxed`` gives the Gumbel-softmax rows used in training, ``draw`` the
+   discrete codes used in sampling (a draw from the same softmax).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+GUMBEL_TAU = 0.2  # CTGAN's temperature (Xu et al. 2019)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    latent_dim: int
+    hidden: tuple[int, ...]
+    n_classes: int
+    head_sizes: tuple[int, ...]
+    n_offsets: int
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden"], d["head_sizes"] = list(self.hidden), list(self.head_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> GeneratorConfig:
+        """Validate types and ranges; raise ValueError naming the field."""
+        expected = {"latent_dim", "hidden", "n_classes", "head_sizes", "n_offsets"}
+        if not isinstance(raw, dict) or set(raw) != expected:
+            raise ValueError(f"architecture must have exactly the fields {sorted(expected)}")
+        ints = {k: raw[k] for k in ("latent_dim", "n_classes", "n_offsets")}
+        for k, v in ints.items():
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 100_000:
+                raise ValueError(f"architecture.{k} must be an integer in [0, 100000]")
+        for k in ("hidden", "head_sizes"):
+            v = raw[k]
+            if not isinstance(v, list) or not v or not all(
+                isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 100_000 for x in v
+            ):
+                raise ValueError(f"architecture.{k} must be a non-empty list of positive integers")
+        if raw["latent_dim"] < 1 or raw["n_classes"] < 1:
+            raise ValueError("architecture.latent_dim and n_classes must be positive")
+        return cls(raw["latent_dim"], tuple(raw["hidden"]), raw["n_classes"],
+                   tuple(raw["head_sizes"]), raw["n_offsets"])
+
+
+class Generator(nn.Module):
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        width = config.latent_dim + config.n_classes
+        for h in config.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.logits = nn.Linear(width, sum(config.head_sizes))
+        self.offsets = nn.Linear(width, max(config.n_offsets, 1))
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, sum heads), offsets (B, n_offsets) in [-1, 1])."""
+        h = self.body(torch.cat([z, F.one_hot(y, self.config.n_classes).to(z.dtype)], dim=1))
+        return self.logits(h), torch.tanh(self.offsets(h))[:, : self.config.n_offsets]
+
+    def relaxed(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Differentiable rows shaped like the codec's vectors (Gumbel-softmax heads)."""
+        logits, offsets = self(z, y)
+        heads = [F.gumbel_softmax(part, tau=GUMBEL_TAU)
+                 for part in logits.split(list(self.config.head_sizes), dim=1)]
+        return torch.cat(heads + [offsets], dim=1)
+
+    @torch.no_grad()
+    def draw(self, z: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Discrete codes (B, columns) drawn from each head's softmax, and offsets."""
+        logits, offsets = self(z, y)
+        codes = [torch.multinomial(torch.softmax(part, dim=1), 1, generator=generator)
+                 for part in logits.split(list(self.config.head_sizes), dim=1)]
+        return torch.cat(codes, dim=1), offsets

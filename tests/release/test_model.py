@@ -1,0 +1,141 @@
+"""Model directory: atomic writes and the loading rules of release/model.py, one test each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from hgan.release.codec import Codec
+from hgan.release.errors import InvalidInput
+from hgan.release.generator import Generator, GeneratorConfig
+from hgan.release.model import METADATA, WEIGHTS, load_model, write_model
+from tests.conftest import mixed_schema
+
+PRIVACY = {"private": True, "epsilon": 1.0, "delta": 1e-6, "accountant": "rdp",
+           "events": [{"kind": "gaussian"}], "noise_multiplier": 1.1, "sample_rate": 0.1,
+           "steps": 10, "max_grad_norm": 1.0, "seeded": True}
+
+
+def make_generator(schema=None) -> Generator:
+    codec = Codec(schema or mixed_schema())
+    torch.manual_seed(0)
+    return Generator(GeneratorConfig(8, (16,), codec.n_classes, tuple(codec.head_sizes), codec.n_offsets))
+
+
+def write(path: Path, **overrides) -> Path:
+    args = dict(generator=make_generator(), schema=mixed_schema(), class_prior=[0.6, 0.4],
+                privacy=PRIVACY, engine="test", training={}, versions={"hgan": "test"})
+    args.update(overrides)
+    return write_model(path, **args)
+
+
+def test_write_then_load_gives_the_same_weights(tmp_path):
+    write(tmp_path / "m")
+    model = load_model(tmp_path / "m")
+    expected = make_generator().state_dict()
+    for name, tensor in model.generator.state_dict().items():
+        assert torch.equal(tensor, expected[name])
+    assert model.class_prior == (0.6, 0.4)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [METADATA, WEIGHTS]
+
+
+def test_existing_output_is_never_overwritten(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "keep").write_text("x")
+    with pytest.raises(InvalidInput) as err:
+        write(tmp_path / "m")
+    assert err.value.code == "output.exists"
+    assert (tmp_path / "m" / "keep").read_text() == "x"
+
+
+def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    import hgan.release.model as model_module
+
+    def crash(path, data):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(model_module, "_write_synced", crash)
+    with pytest.raises(OSError):
+        write(tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_metadata_that_would_not_load_is_never_written(tmp_path):
+    with pytest.raises(InvalidInput) as err:
+        write(tmp_path / "m", class_prior=[0.7, 0.7])
+    assert err.value.code == "model.invalid"
+    assert not (tmp_path / "m").exists()
+
+
+def test_rule1_unexpected_or_missing_files_are_refused(tmp_path):
+    write(tmp_path / "m")
+    (tmp_path / "m" / "extra.pkl").write_bytes(b"x")
+    with pytest.raises(InvalidInput) as err:
+        load_model(tmp_path / "m")
+    assert err.value.code == "model.unreadable" and "extra.pkl" in str(err.value)
+    (tmp_path / "m" / "extra.pkl").unlink()
+    (tmp_path / "m" / WEIGHTS).unlink()
+    with pytest.raises(InvalidInput) as err:
+        load_model(tmp_path / "m")
+    assert err.value.code == "model.unreadable"
+
+
+def _edit_metadata(path: Path, edit) -> None:
+    meta = json.loads((path / METADATA).read_text())
+    edit(meta)
+    (path / METADATA).write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.update(format="other/1"),
+    lambda m: m.update(extra=1),
+    lambda m: m.pop("privacy"),
+    lambda m: m["privacy"].update(epsilon=None),
+    lambda m: m["privacy"].update(events=[]),
+    lambda m: m.update(class_prior=[1.0]),
+    lambda m: m["architecture"].update(head_sizes=[3]),
+    lambda m: m["architecture"].update(latent_dim=9),
+    lambda m: m.update(weights_sha256="0" * 64),
+])
+def test_rules2_to_4_bad_metadata_is_refused(tmp_path, edit):
+    write(tmp_path / "m")
+    _edit_metadata(tmp_path / "m", edit)
+    with pytest.raises(InvalidInput) as err:
+        load_model(tmp_path / "m")
+    assert err.value.code in ("model.invalid", "schema.invalid")
+
+
+def test_rule2_non_json_metadata_is_refused(tmp_path):
+    write(tmp_path / "m")
+    (tmp_path / "m" / METADATA).write_text('{"format": NaN}')
+    with pytest.raises(InvalidInput) as err:
+        load_model(tmp_path / "m")
+    assert err.value.code == "model.invalid"
+
+
+def test_rule5_weights_with_wrong_tensors_are_refused(tmp_path):
+    write(tmp_path / "m")
+    state = make_generator().state_dict()
+    state["logits.weight"] = torch.zeros(3, 3)
+    save_file(state, str(tmp_path / "w"))
+    blob = (tmp_path / "w").read_bytes()
+    (tmp_path / "m" / WEIGHTS).write_bytes(blob)
+    import hashlib
+    _edit_metadata(tmp_path / "m", lambda m: m.update(weights_sha256=hashlib.sha256(blob).hexdigest()))
+    with pytest.raises(InvalidInput) as err:
+        load_model(tmp_path / "m")
+    assert err.value.code == "model.invalid" and "logits.weight" in str(err.value)
+
+
+def test_rule4_flipped_weight_byte_is_refused(tmp_path):
+    write(tmp_path / "m")
+    blob = bytearray((tmp_path / "m" / WEIGHTS).read_bytes())
+    blob[-1] ^= 1
+    (tmp_path / "m" / WEIGHTS).write_bytes(bytes(blob))
+    with pytest.raises(InvalidInput) as err:
+        load_model(tmp_path / "m")
+    assert err.value.code == "model.invalid" and "SHA-256" in str(err.value)
