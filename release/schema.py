@@ -261,8 +261,12 @@ def _column_from_dict(source: str, index: int, raw: Any) -> Column:
 
 def _check_schema(schema: Schema) -> None:
     src = schema.source
+    if not 1 <= len(schema.columns) <= MAX_COLUMNS:
+        _fail(src, f"the schema declares {len(schema.columns)} columns; 1 to {MAX_COLUMNS} are supported")
     seen: set[str] = set()
     for col in schema.columns:
+        if not col.name.strip():
+            _fail(src, "a column has an empty name")
         if col.name in seen:
             _fail(src, f'column "{col.name}" is declared twice')
         seen.add(col.name)
@@ -329,8 +333,17 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         escaped = (value.replace("\\", "\\\\").replace('"', '\\"')
                    .replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r"))
-        escaped = "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in escaped)
-        return f'"{escaped}"'
+        return '"' + "".join(_toml_char(ch) for ch in escaped) + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot render {type(value).__name__} as TOML")
+
+
+def _toml_char(ch: str) -> str:
+    """A character as TOML writes it: printable as is, others as \\u/\\U escapes."""
+    code = ord(ch)
+    if ch.isprintable():
+        return ch
+    if 0xD800 <= code <= 0xDFFF:
+        raise ValueError("a lone surrogate cannot be written to TOML")
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
