@@ -57,19 +57,25 @@ def cli(ctx: click.Context, debug: bool, threads: int | None) -> None:
 
 
 def main() -> None:
-    """Entry point: run the CLI and map errors to exit statuses (rules 2-3)."""
-    debug = "--debug" in sys.argv
-    as_json = "--json" in sys.argv
+    """Console entry point."""
+    sys.exit(run(sys.argv[1:]))
+
+
+def run(argv: list[str]) -> int:
+    """Run the CLI on ``argv``; map errors to exit statuses (rules 2-3)."""
+    debug = "--debug" in argv
+    as_json = "--json" in argv
     try:
-        cli.main(standalone_mode=False)
+        result = cli.main(args=argv, prog_name="hgan", standalone_mode=False)
+        return result if isinstance(result, int) else 0
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2)
+        return 2
     except click.Abort:
         click.echo("aborted, nothing released", err=True)
-        sys.exit(1)
+        return 1
     except HganError as exc:
         if as_json:
             click.echo(json.dumps(exc.to_dict()))
@@ -77,10 +83,10 @@ def main() -> None:
         click.echo(f"  code: {exc.code}", err=True)
         if exc.hint:
             click.echo(f"  hint: {exc.hint}", err=True)
-        sys.exit(exc.exit_status)
+        return exc.exit_status
     except Exception:
         if debug:
             raise
         click.secho("internal error, nothing released (run with --debug for the traceback)",
                     fg="red", err=True)
-        sys.exit(1)
+        return 1

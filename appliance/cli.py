@@ -1,0 +1,147 @@
+"""Hospital-side commands: ``schema draft``, ``train`` and ``demo``."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hgan import console
+from hgan.appliance.data import load_table
+from hgan.appliance.draft import draft_schema, render_draft
+from hgan.appliance.train import EpochReport, require_reviewed, TrainOptions, TrainResult, train as train_model
+from hgan.release.errors import InvalidInput
+from hgan.release.schema import Schema
+
+DEMO_EPSILON = 3.0
+
+
+@click.group()
+def schema() -> None:
+    """Write and check schemas (public column metadata)."""
+
+
+@schema.command("draft")
+@click.argument("data", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--target", default=None, help="The outcome column (categorical).")
+@click.option("--id", "ids", multiple=True, help="An identifier column (never modelled). Repeatable.")
+@click.option("--drop", "drops", multiple=True, help="A column to leave out. Repeatable.")
+@click.option("--out", default=None, help="Write the draft here instead of stdout (never overwritten).")
+def schema_draft(data: str, target: str | None, ids: tuple[str, ...], drops: tuple[str, ...],
+                 out: str | None) -> None:
+    """Draft a schema from DATA: to be REVIEWED against public knowledge before training."""
+    draft = draft_schema(data, target=target, id_columns=ids, drop_columns=drops)
+    text = render_draft(draft, source_name=Path(data).name)
+    if out:
+        if Path(out).exists():
+            raise InvalidInput("output.exists", f"{out}: already exists", hint="choose a new --out path")
+        Path(out).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+    console.err.print(
+        "[bold yellow]WARNING:[/] this draft was computed FROM THE DATA. Review every bound and "
+        "category list against public knowledge, then delete the line `draft = true`. "
+        "`hgan train` refuses drafts.")
+
+
+@click.command()
+@click.argument("data", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--schema", "schema_path", required=True, help="The reviewed schema (TOML).")
+@click.option("--epsilon", type=float, default=None, help="Target privacy budget (required unless --no-dp).")
+@click.option("--delta", type=float, default=None, help="Default: 1e-6, or 0.01/n for tables over 10,000 rows.")
+@click.option("--out", required=True, help="New model directory (never overwritten).")
+@click.option("--epochs", type=int, default=TrainOptions.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=TrainOptions.batch_size, show_default=True,
+              help="Expected number of real rows per DP-SGD step.")
+@click.option("--seed", type=int, default=None, help="Seed (tests and benchmarks; marks the model as seeded).")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--no-dp", is_flag=True, help="Train WITHOUT privacy (baselines only; never releasable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def train(data: str, schema_path: str, epsilon: float | None, delta: float | None, out: str, epochs: int,
+          batch_size: int, seed: int | None, device: str, no_dp: bool, as_json: bool) -> None:
+    """Train a differentially private generator on DATA."""
+    if no_dp and epsilon is not None:
+        raise InvalidInput("train.options", "--epsilon and --no-dp exclude each other",
+                           hint="drop --epsilon for a non-private baseline")
+    if not no_dp and epsilon is None:
+        raise InvalidInput("train.options", "--epsilon is required", hint="e.g. --epsilon 3")
+    sch = Schema.load(schema_path)
+    require_reviewed(sch)  # before reading any data
+    options = TrainOptions(epsilon=epsilon, delta=delta, epochs=epochs, batch_size=batch_size,
+                           seed=seed, device=device, dp=not no_dp)
+    options.check()
+    frame = load_table(data, sch)
+    with _progress(quiet=as_json) as on_epoch:
+        result = train_model(frame, sch, out=out, options=options, progress=on_epoch)
+    _report(result, as_json)
+
+
+@click.command()
+@click.option("--out", default=None, help="Output directory (default: ./hgan-demo-TIMESTAMP).")
+@click.option("--epsilon", type=float, default=DEMO_EPSILON, show_default=True)
+@click.option("--seed", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def demo(out: str | None, epsilon: float, seed: int | None, as_json: bool) -> None:
+    """Train on an embedded real clinical table (flchain) and sample synthetic patients."""
+    from hgan.appliance.demo import run_demo
+
+    out_dir = Path(out or f"hgan-demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    with _progress(quiet=as_json) as on_epoch:
+        summary = run_demo(out_dir, epsilon=epsilon, seed=seed, progress=on_epoch)
+    if as_json:
+        console.emit_json(summary)
+        return
+    _report_demo(summary)
+
+
+@contextmanager
+def _progress(*, quiet: bool) -> Iterator:
+    """A rich progress bar on stderr fed by ``EpochReport``s."""
+    if quiet:
+        yield None
+        return
+    columns = [TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn()]
+    with Progress(*columns, console=console.err, transient=False) as bar:
+        task = bar.add_task("train", total=None, status="preparing")
+
+        def on_epoch(r: EpochReport) -> None:
+            eps = f"eps {r.epsilon:.2f}" if r.epsilon is not None else "NO DP"
+            bar.update(task, completed=r.epoch, total=r.epochs,
+                       status=f"epoch {r.epoch}/{r.epochs} step {r.steps}/{r.total_steps} {eps} "
+                              f"D(fake) {r.d_loss:.3f} G {r.g_loss:.3f}")
+
+        yield on_epoch
+
+
+def _report(result: TrainResult, as_json: bool) -> None:
+    if as_json:
+        console.emit_json(result.to_dict())
+        return
+    if result.private:
+        privacy = [["epsilon (spent)", f"{result.epsilon:.4g}"], ["delta", f"{result.delta:.1e}"],
+                   ["noise multiplier", f"{result.noise_multiplier:.4g}"],
+                   ["max grad norm", result.max_grad_norm], ["accountant", result.accountant]]
+    else:
+        privacy = [["privacy", "NONE: non-private baseline, never releasable"]]
+    console.table(f"Trained {result.model_dir}", ["field", "value"], privacy + [
+        ["sample rate", f"{result.sample_rate:.4g}"], ["steps", result.steps], ["epochs", result.epochs],
+        ["rows (exact, operator only)", result.rows], ["seconds", result.seconds]])
+
+
+def _report_demo(summary: dict) -> None:
+    console.out.print(f"[bold]H-GAN demo[/]: {summary['table']} ({summary['provenance']})")
+    for line in summary["steps"]:
+        console.out.print(f"  - {line}")
+    console.table("Real (training rows) vs synthetic", ["column", "statistic", "real", "synthetic"],
+                  [[r["column"], r["statistic"], f"{r['real']:.3f}", f"{r['synthetic']:.3f}"]
+                   for r in summary["marginals"]])
+    u = summary["utility"]
+    console.out.print(f"Utility (TSTR, outcome {summary['outcome']}): AUROC {u['tstr_auroc']:.3f} "
+                      f"from synthetic vs {u['trtr_auroc']:.3f} from real rows (ratio {u['ratio']:.2f}).")
+    console.out.print(f"Privacy: epsilon {summary['epsilon']:.3f}, delta {summary['delta']:.0e} "
+                      f"(RDP accountant, every event listed in {summary['model_dir']}/generator.json).")
