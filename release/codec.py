@@ -33,6 +33,9 @@ from hgan.release.schema import CategoricalColumn, NumericColumn, Schema
 
 NUMERIC_BINS = 16
 MAX_INTEGER_CODES = 32
+# Written into every model; a model whose codec parameters differ is refused.
+CODEC_PARAMETERS = {"format": "hgan-codec/1", "numeric_bins": NUMERIC_BINS,
+                    "max_integer_codes": MAX_INTEGER_CODES}
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,17 @@
 
 A model directory holds exactly two files:
     generator.safetensors   weights only (no pickle, invariant 5)
-    generator.json          format, engine, schema, architecture, the DP class
-                            prior, the privacy figures and the versions
+    generator.json          format, engine, schema, codec parameters,
+                            architecture, the DP class prior, the privacy
+                            figures and the versions
 
 Rules for loading (``load_model``), checked in this order:
 1. The directory exists and holds exactly the two files, nothing else.
 2. ``generator.json`` is at most ``MAX_JSON_BYTES``, is JSON, has the format
    ``FORMAT`` and exactly the expected top-level fields.
-3. The schema, architecture, class prior and privacy block are valid, and the
-   architecture agrees with the codec that the schema implies.
+3. The schema, codec parameters, architecture, class prior and privacy block
+   are valid; the codec parameters are this version's, and the architecture
+   agrees with the layout that the schema implies.
 4. The weights file's SHA-256 equals the one recorded in the JSON.
 5. The weights hold exactly the tensors the architecture declares, with the
    declared shapes and dtype float32. Loading runs no code.
@@ -41,7 +43,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from hgan.release.codec import Codec
+from hgan.release.codec import CODEC_PARAMETERS, Codec
 from hgan.release.errors import InvalidInput
 from hgan.release.generator import Generator, GeneratorConfig
 from hgan.release.schema import Schema
@@ -51,7 +53,7 @@ WEIGHTS = "generator.safetensors"
 METADATA = "generator.json"
 MAX_JSON_BYTES = 10_000_000
 MAX_WEIGHTS_BYTES = 2_000_000_000
-TOP_FIELDS = {"format", "engine", "schema", "architecture", "class_prior", "privacy",
+TOP_FIELDS = {"format", "engine", "schema", "codec", "architecture", "class_prior", "privacy",
               "training", "versions", "weights_sha256"}
 PRIVACY_FIELDS = {"private", "epsilon", "delta", "accountant", "events", "noise_multiplier",
                   "sample_rate", "steps", "max_grad_norm", "seeded"}
@@ -80,7 +82,7 @@ def write_model(out: str | Path, *, generator: Generator, schema: Schema, class_
     weights = save_safetensors({k: v.detach().to("cpu", torch.float32).contiguous()
                                 for k, v in generator.state_dict().items()})
     meta = {
-        "format": FORMAT, "engine": engine, "schema": schema.to_dict(),
+        "format": FORMAT, "engine": engine, "schema": schema.to_dict(), "codec": CODEC_PARAMETERS,
         "architecture": generator.config.to_dict(), "class_prior": list(class_prior),
         "privacy": privacy, "training": training, "versions": versions,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
@@ -135,9 +137,10 @@ def _check_metadata(meta: Any, *, source: str) -> None:
         _invalid(source, f'is not an H-GAN model (field "format" must be "{FORMAT}")')
     if set(meta) != TOP_FIELDS:
         _invalid(source, f"has fields {sorted(meta)}; expected exactly {sorted(TOP_FIELDS)}")
-    for key in ("engine",):
-        if not isinstance(meta[key], str):
-            _invalid(source, f'field "{key}" must be a string')
+    if not isinstance(meta["engine"], str):
+        _invalid(source, 'field "engine" must be a string')
+    if meta["codec"] != CODEC_PARAMETERS:
+        _invalid(source, f'field "codec" is {meta["codec"]!r}; this version decodes {CODEC_PARAMETERS!r}')
     for key in ("training", "versions"):
         if not isinstance(meta[key], dict):
             _invalid(source, f'field "{key}" must be an object')

@@ -100,6 +100,7 @@ def _edit_metadata(path: Path, edit) -> None:
     lambda m: m["architecture"].update(head_sizes=[3]),
     lambda m: m["architecture"].update(latent_dim=9),
     lambda m: m.update(weights_sha256="0" * 64),
+    lambda m: m["codec"].update(numeric_bins=8),
 ])
 def test_rules2_to_4_bad_metadata_is_refused(tmp_path, edit):
     write(tmp_path / "m")
