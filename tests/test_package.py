@@ -57,5 +57,6 @@ def test_built_wheel_installs_only_the_hgan_namespace(tmp_path):
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"hgan"}
     assert "hgan/release/schema.py" in names and "hgan/appliance/train.py" in names
+    assert "hgan/audit/attacks/membership.py" in names
     assert "hgan/appliance/demo_data/flchain.csv" in names
     assert not any(n.startswith("hgan/tests") for n in names)
