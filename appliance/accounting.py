@@ -21,12 +21,16 @@ Rules:
      bounds it above (Renyi divergence is jointly quasi-convex, van Erven &
      Harremoes 2014, Thm. 13); above order 1024 that Gaussian curve is used.
      The large orders only matter for small epsilons.
-   A later kind (an exponential mechanism, ``alpha * eps^2 / 8`` by the
-   bounded-range argument of Cesar & Rogers 2021) adds one function here.
+   - ``exponential``: one selection by the exponential mechanism with
+     parameter ``epsilon`` (pure epsilon-DP, score sensitivity 1) is
+     ``epsilon^2 / 8``-zCDP (Cesar & Rogers 2021, bounded range), so its RDP
+     is ``count * alpha * epsilon^2 / 8``; the same bound AIM uses.
 4. The summed curve becomes (epsilon, delta) with Opacus' ``get_privacy_spent``
    (Balle et al. 2020, Thm. 21), minimised over the orders; never negative.
 5. ``calibrate_noise_multiplier`` returns the smallest sigma (to 0.1%, rounded
-   up) whose composed epsilon meets the target, and checks that it does.
+   up) whose composed epsilon meets the target, and checks that it does;
+   ``calibrate_scale`` does the same for any family of events that grows with
+   one scale parameter (the marginal engine's budget).
 """
 
 from __future__ import annotations
@@ -57,28 +61,39 @@ _PRECISION = 1e-4   # relative width of the bisection bracket, before rounding u
 class PrivacyEvent:
     """One mechanism applied ``count`` times to the private rows (validated on construction).
 
-    kind: ``"gaussian"`` (one release of L2 sensitivity 1, ``sample_rate`` 1.0)
-    or ``"subsampled_gaussian"`` (DP-SGD steps with Poisson sampling).
+    kind: ``"gaussian"`` (one release of L2 sensitivity 1, ``sample_rate`` 1.0),
+    ``"subsampled_gaussian"`` (DP-SGD steps with Poisson sampling) or
+    ``"exponential"`` (selections by the exponential mechanism with parameter
+    ``epsilon``; no noise multiplier; ``sample_rate`` 1.0).
     """
 
     kind: str
     purpose: str
-    noise_multiplier: float
+    noise_multiplier: float | None
     sample_rate: float
     count: int
+    epsilon: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or self.kind not in _RDP_CURVES:
             raise ValueError(f"unknown privacy event kind {self.kind!r}; known: {sorted(_RDP_CURVES)}")
         if not isinstance(self.purpose, str) or not self.purpose.strip():
             raise ValueError("a privacy event needs a purpose (non-empty text)")
-        _check_number("noise_multiplier", self.noise_multiplier, low=0.0, low_open=True)
+        if self.kind == "exponential":
+            if self.noise_multiplier is not None:
+                raise ValueError("an exponential event has no noise_multiplier")
+            _check_number("epsilon", self.epsilon, low=0.0, low_open=True)
+            object.__setattr__(self, "epsilon", float(self.epsilon))
+        else:
+            if self.epsilon is not None:
+                raise ValueError(f"a {self.kind} event has no epsilon")
+            _check_number("noise_multiplier", self.noise_multiplier, low=0.0, low_open=True)
+            object.__setattr__(self, "noise_multiplier", float(self.noise_multiplier))
         _check_number("sample_rate", self.sample_rate, low=0.0, low_open=True, high=1.0)
-        if self.kind == "gaussian" and self.sample_rate != 1.0:
-            raise ValueError("a gaussian event has sample_rate 1.0")
+        if self.kind != "subsampled_gaussian" and self.sample_rate != 1.0:
+            raise ValueError(f"a {self.kind} event has sample_rate 1.0")
         if isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 0:
             raise ValueError(f"count must be an integer >= 0, got {self.count!r}")
-        object.__setattr__(self, "noise_multiplier", float(self.noise_multiplier))
         object.__setattr__(self, "sample_rate", float(self.sample_rate))
 
     def to_dict(self) -> dict:
@@ -123,9 +138,15 @@ def _subsampled_gaussian_event_rdp(event: PrivacyEvent, orders: np.ndarray) -> n
     return event.count * bound
 
 
+def _exponential_event_rdp(event: PrivacyEvent, orders: np.ndarray) -> np.ndarray:
+    """``count * alpha * epsilon^2 / 8`` (Cesar & Rogers 2021)."""
+    return event.count * orders * event.epsilon**2 / 8.0
+
+
 _RDP_CURVES: dict[str, Callable[[PrivacyEvent, np.ndarray], np.ndarray]] = {
     "gaussian": _gaussian_event_rdp,
     "subsampled_gaussian": _subsampled_gaussian_event_rdp,
+    "exponential": _exponential_event_rdp,
 }
 
 
@@ -195,6 +216,29 @@ def calibrate_noise_multiplier(*, target_epsilon: float, delta: float, sample_ra
     if eps_at(sigma) > target_epsilon:
         raise RuntimeError(f"calibrated sigma {sigma} misses epsilon {target_epsilon}")
     return sigma
+
+
+def calibrate_scale(events_at: Callable[[float], Sequence[PrivacyEvent]], *, target_epsilon: float,
+                    delta: float, low: float, high: float) -> float:
+    """Largest scale in [low, high] (to a relative 1e-4) whose events meet the target.
+
+    ``events_at(scale)`` must cost more privacy as ``scale`` grows. ValueError
+    if even ``low`` misses the target; ``high`` if it already meets it.
+    """
+    def eps_at(scale: float) -> float:
+        return epsilon(events_at(scale), delta)
+
+    if eps_at(low) > target_epsilon:
+        raise ValueError(f"even the smallest budget scale {low:g} spends more than epsilon {target_epsilon:g}")
+    if eps_at(high) <= target_epsilon:
+        return high
+    while high / low > 1.0 + _PRECISION:
+        mid = math.sqrt(low * high)
+        if eps_at(mid) <= target_epsilon:
+            low = mid
+        else:
+            high = mid
+    return low
 
 
 def _bracket(eps_at: Callable[[float], float], target: float) -> tuple[float, float]:

@@ -13,7 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hgan import console
 from hgan.appliance.data import load_table
 from hgan.appliance.draft import draft_schema, render_draft
-from hgan.appliance.train import EpochReport, require_reviewed, TrainOptions, TrainResult, train as train_model
+from hgan.appliance.engine import ENGINES, ProgressReport, TrainOptions
+from hgan.appliance.train import TrainResult, require_reviewed
+from hgan.appliance.train import train as train_model
 from hgan.release.errors import InvalidInput
 from hgan.release.schema import Schema
 
@@ -54,15 +56,17 @@ def schema_draft(data: str, target: str | None, ids: tuple[str, ...], drops: tup
 @click.option("--epsilon", type=float, default=None, help="Target privacy budget (required unless --no-dp).")
 @click.option("--delta", type=float, default=None, help="Default: 1e-6, or 0.01/n for tables over 10,000 rows.")
 @click.option("--out", required=True, help="New model directory (never overwritten).")
-@click.option("--epochs", type=int, default=TrainOptions.epochs, show_default=True)
+@click.option("--engine", type=click.Choice(ENGINES), default=TrainOptions.engine, show_default=True,
+              help="marginal: generator fitted to DP-measured marginals; gan: the DP-SGD AC-GAN.")
+@click.option("--epochs", type=int, default=TrainOptions.epochs, show_default=True, help="GAN engine only.")
 @click.option("--batch-size", type=int, default=TrainOptions.batch_size, show_default=True,
-              help="Expected number of real rows per DP-SGD step.")
+              help="GAN engine only: expected number of real rows per DP-SGD step.")
 @click.option("--seed", type=int, default=None, help="Seed (tests and benchmarks; marks the model as seeded).")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
 @click.option("--no-dp", is_flag=True, help="Train WITHOUT privacy (baselines only; never releasable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def train(data: str, schema_path: str, epsilon: float | None, delta: float | None, out: str, epochs: int,
-          batch_size: int, seed: int | None, device: str, no_dp: bool, as_json: bool) -> None:
+def train(data: str, schema_path: str, epsilon: float | None, delta: float | None, out: str, engine: str,
+          epochs: int, batch_size: int, seed: int | None, device: str, no_dp: bool, as_json: bool) -> None:
     """Train a differentially private generator on DATA."""
     if no_dp and epsilon is not None:
         raise InvalidInput("train.options", "--epsilon and --no-dp exclude each other",
@@ -71,7 +75,7 @@ def train(data: str, schema_path: str, epsilon: float | None, delta: float | Non
         raise InvalidInput("train.options", "--epsilon is required", hint="e.g. --epsilon 3")
     sch = Schema.load(schema_path)
     require_reviewed(sch)  # before reading any data
-    options = TrainOptions(epsilon=epsilon, delta=delta, epochs=epochs, batch_size=batch_size,
+    options = TrainOptions(engine=engine, epsilon=epsilon, delta=delta, epochs=epochs, batch_size=batch_size,
                            seed=seed, device=device, dp=not no_dp)
     options.check()
     frame = load_table(data, sch)
@@ -100,7 +104,7 @@ def demo(out: str | None, epsilon: float, seed: int | None, as_json: bool) -> No
 
 @contextmanager
 def _progress(*, quiet: bool) -> Iterator:
-    """A rich progress bar on stderr fed by ``EpochReport``s."""
+    """A rich progress bar on stderr fed by ``ProgressReport``s."""
     if quiet:
         yield None
         return
@@ -109,11 +113,10 @@ def _progress(*, quiet: bool) -> Iterator:
     with Progress(*columns, console=console.err, transient=False) as bar:
         task = bar.add_task("train", total=None, status="preparing")
 
-        def on_epoch(r: EpochReport) -> None:
-            eps = f"eps {r.epsilon:.2f}" if r.epsilon is not None else "NO DP"
-            bar.update(task, completed=r.epoch, total=r.epochs,
-                       status=f"epoch {r.epoch}/{r.epochs} step {r.steps}/{r.total_steps} {eps} "
-                              f"D(fake) {r.d_loss:.3f} G {r.g_loss:.3f}")
+        def on_epoch(r: ProgressReport) -> None:
+            eps = f" eps {r.epsilon:.2f}" if r.epsilon is not None else ""
+            bar.update(task, completed=r.done, total=r.total,
+                       status=f"{r.phase} {r.done}/{r.total}{eps} {r.detail}")
 
         yield on_epoch
 
@@ -124,13 +127,19 @@ def _report(result: TrainResult, as_json: bool) -> None:
         return
     if result.private:
         privacy = [["epsilon (spent)", f"{result.epsilon:.4g}"], ["delta", f"{result.delta:.1e}"],
-                   ["noise multiplier", f"{result.noise_multiplier:.4g}"],
-                   ["max grad norm", result.max_grad_norm], ["accountant", result.accountant]]
+                   ["accountant", result.accountant]]
+        privacy += [[f"event: {e['purpose']}", _event_text(e)] for e in result.events]
     else:
         privacy = [["privacy", "NONE: non-private baseline, never releasable"]]
-    console.table(f"Trained {result.model_dir}", ["field", "value"], privacy + [
-        ["sample rate", f"{result.sample_rate:.4g}"], ["steps", result.steps], ["epochs", result.epochs],
+    console.table(f"Trained {result.model_dir} ({result.engine} engine)", ["field", "value"], privacy + [
         ["rows (exact, operator only)", result.rows], ["seconds", result.seconds]])
+
+
+def _event_text(event: dict) -> str:
+    if event["kind"] == "exponential":
+        return f"exponential mechanism, epsilon {event['epsilon']:.4g}, x{event['count']}"
+    rate = f", sample rate {event['sample_rate']:.4g}" if event["kind"] == "subsampled_gaussian" else ""
+    return f"{event['kind']}, noise multiplier {event['noise_multiplier']:.4g}{rate}, x{event['count']}"
 
 
 def _report_demo(summary: dict) -> None:

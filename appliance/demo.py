@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 from hgan.appliance.data import load_table
-from hgan.appliance.train import EpochReport, TrainOptions, train
+from hgan.appliance.engine import Progress, TrainOptions
+from hgan.appliance.train import train
 from hgan.audit.utility import marginals, stratified_split, tstr
 from hgan.release.model import load_model
 from hgan.release.sample import sample, write_table
@@ -28,7 +28,7 @@ def demo_file(name: str) -> Path:
 
 
 def run_demo(out: Path, *, epsilon: float, seed: int | None,
-             progress: Callable[[EpochReport], None] | None = None) -> dict:
+             progress: Progress | None = None) -> dict:
     """Run the demo into ``out`` (a new directory); return a JSON-safe summary."""
     schema = Schema.load(demo_file(f"{TABLE}.schema.toml"))
     frame = load_table(demo_file(f"{TABLE}.csv"), schema)
@@ -47,8 +47,9 @@ def run_demo(out: Path, *, epsilon: float, seed: int | None,
         "seconds": result.seconds,
         "steps": [
             f"held out 20% of {TABLE} ({len(holdout)} rows) for evaluation",
-            f"trained a DP-SGD AC-GAN on {len(train_rows)} rows: {result.steps} steps, "
-            f"noise multiplier {result.noise_multiplier:.3g}, {result.seconds:.1f} s",
+            f"trained a generator ({result.engine} engine) on {len(train_rows)} rows in "
+            f"{result.seconds:.1f} s; privacy events: "
+            + "; ".join(f"{e['purpose']} x{e['count']}" for e in result.events),
             f"sampled {len(synthetic)} synthetic rows -> {out / 'synthetic.csv'}",
         ],
         "marginals": marginals(train_rows, synthetic, schema),

@@ -9,6 +9,8 @@ Rules:
 3. Output: logits for every column's codes and offsets in [-1, 1] (tanh);
    ``relaxed`` gives the Gumbel-softmax rows used in training, ``draw`` the
    discrete codes used in sampling (a draw from the same softmax).
+4. ``offsets = "uniform"`` (an engine that fits codes only): ``draw`` places
+   each value uniformly inside its bin instead of using the offset head.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 GUMBEL_TAU = 0.2  # CTGAN's temperature (Xu et al. 2019)
+OFFSET_MODES = ("learned", "uniform")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class GeneratorConfig:
     n_classes: int
     head_sizes: tuple[int, ...]
     n_offsets: int
+    offsets: str = "learned"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -38,7 +42,7 @@ class GeneratorConfig:
     @classmethod
     def from_dict(cls, raw: dict) -> GeneratorConfig:
         """Validate types and ranges; raise ValueError naming the field."""
-        expected = {"latent_dim", "hidden", "n_classes", "head_sizes", "n_offsets"}
+        expected = {"latent_dim", "hidden", "n_classes", "head_sizes", "n_offsets", "offsets"}
         if not isinstance(raw, dict) or set(raw) != expected:
             raise ValueError(f"architecture must have exactly the fields {sorted(expected)}")
         ints = {k: raw[k] for k in ("latent_dim", "n_classes", "n_offsets")}
@@ -53,8 +57,10 @@ class GeneratorConfig:
                 raise ValueError(f"architecture.{k} must be a non-empty list of positive integers")
         if raw["latent_dim"] < 1 or raw["n_classes"] < 1:
             raise ValueError("architecture.latent_dim and n_classes must be positive")
+        if raw["offsets"] not in OFFSET_MODES:
+            raise ValueError(f"architecture.offsets must be one of {', '.join(OFFSET_MODES)}")
         return cls(raw["latent_dim"], tuple(raw["hidden"]), raw["n_classes"],
-                   tuple(raw["head_sizes"]), raw["n_offsets"])
+                   tuple(raw["head_sizes"]), raw["n_offsets"], raw["offsets"])
 
 
 class Generator(nn.Module):
@@ -88,4 +94,6 @@ class Generator(nn.Module):
         logits, offsets = self(z, y)
         codes = [torch.multinomial(torch.softmax(part, dim=1), 1, generator=generator)
                  for part in logits.split(list(self.config.head_sizes), dim=1)]
+        if self.config.offsets == "uniform":
+            offsets = torch.rand(offsets.shape, generator=generator, device=offsets.device) * 2 - 1
         return torch.cat(codes, dim=1), offsets

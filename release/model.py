@@ -55,8 +55,7 @@ MAX_JSON_BYTES = 10_000_000
 MAX_WEIGHTS_BYTES = 2_000_000_000
 TOP_FIELDS = {"format", "engine", "schema", "codec", "architecture", "class_prior", "privacy",
               "training", "versions", "weights_sha256"}
-PRIVACY_FIELDS = {"private", "epsilon", "delta", "accountant", "events", "noise_multiplier",
-                  "sample_rate", "steps", "max_grad_norm", "seeded"}
+PRIVACY_FIELDS = {"private", "epsilon", "delta", "accountant", "events", "seeded"}
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,21 @@ from hgan.cli import run
 from tests.conftest import DEMO
 
 
-def test_train_then_sample_with_json(tmp_path, capsys):
+@pytest.mark.parametrize("engine", ["gan", "marginal"])
+def test_train_then_sample_with_json(tmp_path, capsys, monkeypatch, engine):
+    from hgan.appliance import marginal
+
+    monkeypatch.setattr(marginal, "FIT_STEPS_PER_ROUND", 5)
+    monkeypatch.setattr(marginal, "FIT_STEPS_FINAL", 50)
     rc = run(["train", str(DEMO / "rotterdam.csv"), "--schema", str(DEMO / "rotterdam.schema.toml"),
-              "--epsilon", "3", "--epochs", "1", "--out", str(tmp_path / "m"), "--seed", "1", "--json"])
+              "--engine", engine, "--epsilon", "3", "--epochs", "1", "--out", str(tmp_path / "m"),
+              "--seed", "1", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
     for key in ("epsilon", "delta", "noise_multiplier", "sample_rate", "steps", "max_grad_norm",
                 "accountant", "epochs", "rows", "seconds", "model_dir"):
         assert key in out
-    assert out["rows"] == 2982 and out["epsilon"] <= 3
+    assert out["rows"] == 2982 and out["epsilon"] <= 3 and out["engine"] == engine
     rc = run(["sample", str(tmp_path / "m"), "-n", "100", "--out", str(tmp_path / "s.csv"),
               "--where", "death=1", "--json"])
     summary = json.loads(capsys.readouterr().out)

@@ -16,8 +16,7 @@ from hgan.release.model import METADATA, WEIGHTS, load_model, write_model
 from tests.conftest import mixed_schema
 
 PRIVACY = {"private": True, "epsilon": 1.0, "delta": 1e-6, "accountant": "rdp",
-           "events": [{"kind": "gaussian"}], "noise_multiplier": 1.1, "sample_rate": 0.1,
-           "steps": 10, "max_grad_norm": 1.0, "seeded": True}
+           "events": [{"kind": "gaussian"}], "seeded": True}
 
 
 def make_generator(schema=None) -> Generator:

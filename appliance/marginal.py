@@ -1,0 +1,324 @@
+"""Select-measure-generate: a conditional generator fitted to DP-measured marginals.
+
+The family of GEM (Liu, Vietri, Wu, NeurIPS 2021) and AIM (McKenna et al.,
+VLDB 2022): measure marginals of the private table with calibrated noise, then
+fit a generator to the noisy marginals only.
+
+Rules:
+1. After the target histogram (``appliance/engine.py``), the private rows are
+   read by exactly these mechanisms, each an event of the one accountant
+   (``appliance/accounting.py``):
+   a. the workload: every (feature, target) marginal at the codec's
+      resolution, in one Gaussian release (each marginal has L2 sensitivity 1
+      under add/remove of one row, so ``d`` marginals are ``d`` unit releases);
+   b. ``rounds`` times: one marginal chosen by the exponential mechanism
+      (score: L1 error of the current generator on it minus the expected
+      noise, sensitivity 1), then measured with the Gaussian mechanism.
+2. Budgets are fixed in advance by public rules: one zCDP-style scale ``rho``
+   is split ``WORKLOAD_SHARE`` to (a) and the rest evenly over the rounds,
+   ``SELECT_SHARE`` of each round to selection; ``rho`` is the largest whose
+   composed epsilon (RDP accountant) meets the target.
+3. ``rounds`` is a public rule of the number of features and epsilon; the
+   measured resolution of numeric columns is a public rule of the round noise
+   and the DP row count from (a). The exact row count is never used.
+4. The generator reads only noisy marginals: its training (and any choice
+   made while training) is post-processing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from hgan.appliance.accounting import PrivacyEvent, calibrate_scale
+from hgan.appliance.engine import EngineResult, Progress, ProgressReport, Start, TrainOptions, bad_option
+from hgan.release.codec import Codec
+from hgan.release.generator import Generator, GeneratorConfig
+from hgan.release.schema import NumericColumn
+
+WORKLOAD_SHARE = 0.3   # of rho, for the (feature, target) marginals
+SELECT_SHARE = 0.1     # of each round's rho, for the exponential mechanism (AIM's split)
+COARSE_BINS = (2, 4, 8, 16)
+CELL_SIGNAL = 4.0      # measured cells should hold >= CELL_SIGNAL x noise std rows on average
+FIT_BATCH = 512
+HIDDEN = (128, 128)
+FIT_STEPS_PER_ROUND = 60
+FIT_STEPS_FINAL = 1500
+FIT_LR = 2e-3
+
+
+def rounds_rule(n_features: int, epsilon: float) -> int:
+    """Number of select-measure rounds: d at epsilon <= 1, 2d at 2-4, up to 4d."""
+    return max(2, n_features * (1 + min(3, int(math.log2(max(1.0, epsilon))))))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Noise of every mechanism, from one scale ``rho`` (rule 2)."""
+
+    rho: float
+    rounds: int
+    n_features: int
+
+    @property
+    def workload_sigma(self) -> float:
+        return math.sqrt(self.n_features / (2 * WORKLOAD_SHARE * self.rho))
+
+    @property
+    def round_rho(self) -> float:
+        return (1 - WORKLOAD_SHARE) * self.rho / self.rounds
+
+    @property
+    def select_epsilon(self) -> float:
+        return math.sqrt(8 * SELECT_SHARE * self.round_rho)
+
+    @property
+    def measure_sigma(self) -> float:
+        return math.sqrt(1 / (2 * (1 - SELECT_SHARE) * self.round_rho))
+
+    def events(self) -> list[PrivacyEvent]:
+        return [
+            PrivacyEvent("gaussian", "workload: (feature, target) marginals", self.workload_sigma, 1.0,
+                         self.n_features),
+            PrivacyEvent("exponential", "marginal selection", None, 1.0, self.rounds,
+                         epsilon=self.select_epsilon),
+            PrivacyEvent("gaussian", "selected marginals", self.measure_sigma, 1.0, self.rounds),
+        ]
+
+
+NON_PRIVATE_RHO = 1e6  # dp=False: noise std ~ 1e-3 rows, selection ~ argmax
+
+
+def plan_budget(options: TrainOptions, start: Start, n_features: int) -> Budget:
+    """The largest budget whose events, composed with the histogram's, meet the target (rule 2)."""
+    if not options.dp:
+        return Budget(NON_PRIVATE_RHO, rounds_rule(n_features, 100.0), n_features)
+    rounds = rounds_rule(n_features, options.epsilon)
+    try:
+        rho = calibrate_scale(lambda r: start.events + Budget(r, rounds, n_features).events(),
+                              target_epsilon=options.epsilon, delta=start.delta, low=1e-9, high=1e3)
+    except ValueError as exc:
+        bad_option(f"--epsilon {options.epsilon} cannot be met ({exc})", "raise --epsilon")
+        raise
+    return Budget(rho, rounds, n_features)
+
+
+@dataclass(frozen=True)
+class Marginal:
+    """A measured marginal: columns (feature indices; -1 is the target), noisy counts, noise std."""
+
+    columns: tuple[int, ...]
+    coarse: bool
+    noisy: np.ndarray
+    sigma: float
+
+
+class Domains:
+    """Cells of each column: fine (the codec's codes) and coarse (numeric bins merged)."""
+
+    def __init__(self, codec: Codec, coarse_bins: int) -> None:
+        self.coarse_bins = coarse_bins
+        self.fine = [c.n_codes for c in codec.columns]
+        self.n_classes = codec.n_classes
+        self.maps = [_coarse_map(c.n_codes, c.nullable,
+                                 coarse_bins if isinstance(col, NumericColumn) else c.n_codes)
+                     for col, c in zip(codec.features, codec.columns)]
+        self.coarse = [int(m.max()) + 1 for m in self.maps]
+
+    def cells(self, columns: tuple[int, ...], coarse: bool) -> list[int]:
+        sizes = self.coarse if coarse else self.fine
+        return [self.n_classes if j < 0 else sizes[j] for j in columns]
+
+
+def _coarse_map(n_codes: int, nullable: bool, bins: int) -> np.ndarray:
+    """Merge consecutive value codes into at most ``bins`` cells; missing stays its own."""
+    n_values = n_codes - int(nullable)
+    bins = min(bins, n_values)
+    mapping = (np.arange(n_values) * bins) // n_values
+    return np.concatenate([mapping, [bins]]) if nullable else mapping
+
+
+def histogram(codes: np.ndarray, y: np.ndarray, columns: tuple[int, ...], sizes: list[int],
+              maps: list[np.ndarray] | None) -> np.ndarray:
+    """Exact counts of the rows over the cells of ``columns`` (flattened)."""
+    index = np.zeros(len(y), dtype=np.int64)
+    for j, size in zip(columns, sizes):
+        values = y if j < 0 else (maps[j][codes[:, j]] if maps is not None else codes[:, j])
+        index = index * size + values
+    return np.bincount(index, minlength=int(np.prod(sizes))).astype(np.float64)
+
+
+def select(scores: np.ndarray, epsilon: float, rng: np.random.Generator) -> int:
+    """Exponential mechanism, sensitivity 1: P(i) proportional to exp(epsilon * score_i / 2).
+
+    Implemented with the Gumbel-max trick (the same distribution).
+    """
+    return int(np.argmax(epsilon * scores / 2.0 + rng.gumbel(size=len(scores))))
+
+
+# -- the run --------------------------------------------------------------------------
+
+ENGINE = "marginal-mlp"
+
+
+def fit(codes: np.ndarray, y: np.ndarray, codec: Codec, options: TrainOptions, start: Start, *,
+        seed: int, progress: Progress | None = None) -> EngineResult:
+    """Measure (rule 1) and fit the generator to the noisy marginals (rule 4)."""
+    d = len(codec.columns)
+    budget = plan_budget(options, start, d)
+    rng = np.random.default_rng(seed)
+    measured = measure_workload(codes, y, codec, budget, rng)
+    counts = class_counts(measured, start, codec.n_classes)
+    prior, n_noisy = counts / counts.sum(), float(counts.sum())
+    domains = Domains(codec, coarse_resolution(n_noisy, budget.measure_sigma))
+    device = torch.device(options.device)
+    torch.manual_seed(seed)
+    generator = Generator(GeneratorConfig(options.latent_dim, options.hidden or HIDDEN, codec.n_classes,
+                                          tuple(codec.head_sizes), codec.n_offsets, "uniform")).to(device)
+    fitter = Fitter(generator, domains, prior, n_noisy, seed)
+    fitter.fit(measured, FIT_STEPS_PER_ROUND)
+    candidates = candidate_marginals(d, codec.n_classes)
+    exact = [histogram(codes, y, c, domains.cells(c, coarse=True), domains.maps) for c in candidates]
+    for r in range(budget.rounds):
+        scores = selection_scores(exact, fitter.expected_marginals(candidates), n_noisy, budget.measure_sigma)
+        k = select(scores, budget.select_epsilon, rng)
+        noisy = exact[k] + rng.normal(0, budget.measure_sigma, exact[k].shape)
+        measured.append(Marginal(candidates[k], True, noisy, budget.measure_sigma))
+        fitter.fit(measured, FIT_STEPS_PER_ROUND)
+        if progress:
+            progress(ProgressReport("round", r + 1, budget.rounds, None, f"measured {_name(codec, candidates[k])}"))
+    fitter.fit(measured, FIT_STEPS_FINAL)
+    events = budget.events() if options.dp else []
+    details = {"engine": ENGINE, "rounds": budget.rounds, "coarse_bins": domains.coarse_bins,
+               "workload_sigma": budget.workload_sigma if options.dp else None,
+               "measure_sigma": budget.measure_sigma if options.dp else None,
+               "select_epsilon": budget.select_epsilon if options.dp else None,
+               "measured": [_name(codec, m.columns) for m in measured],
+               "fit_steps": FIT_STEPS_PER_ROUND * (budget.rounds + 1) + FIT_STEPS_FINAL,
+               "selection": "last step (no data-dependent choice)"}
+    return EngineResult(generator.cpu(), list(prior), events, details)
+
+
+def _name(codec: Codec, columns: tuple[int, ...]) -> str:
+    target = codec.target.name if codec.target is not None else "(all rows)"
+    return " x ".join(target if j < 0 else codec.columns[j].name for j in columns)
+
+
+def measure_workload(codes: np.ndarray, y: np.ndarray, codec: Codec, budget: Budget,
+                     rng: np.random.Generator) -> list[Marginal]:
+    """Every (feature, target) marginal at the codec's resolution, with Gaussian noise (rule 1a)."""
+    out = []
+    for j, column in enumerate(codec.columns):
+        exact = histogram(codes, y, (j, -1), [column.n_codes, codec.n_classes], None)
+        noisy = exact + rng.normal(0, budget.workload_sigma, exact.shape)
+        out.append(Marginal((j, -1), False, noisy, budget.workload_sigma))
+    return out
+
+
+def selection_scores(exact: list[np.ndarray], model: list[np.ndarray], n_noisy: float,
+                     sigma: float) -> np.ndarray:
+    """AIM's score: L1 error of the model minus the L1 error expected from noise alone.
+
+    Sensitivity 1: adding or removing a row changes one cell of ``exact`` by 1.
+    """
+    return np.array([np.abs(e - n_noisy * m).sum() - math.sqrt(2 / math.pi) * sigma * e.size
+                     for e, m in zip(exact, model)])
+
+
+def coarse_resolution(n_noisy: float, sigma: float) -> int:
+    """Numeric cells per column in selected marginals: the largest of ``COARSE_BINS``
+    whose pair cells hold on average >= CELL_SIGNAL x sigma rows (rule 3)."""
+    fitting = [b for b in COARSE_BINS if n_noisy / (b * b) >= CELL_SIGNAL * sigma]
+    return max(fitting) if fitting else COARSE_BINS[0]
+
+
+def class_counts(workload: list[Marginal], start: Start, n_classes: int) -> np.ndarray:
+    """DP class counts: inverse-variance average of the histogram and the workload's
+    class sums (post-processing), clamped to >= 1."""
+    estimates = [start.class_counts] + [m.noisy.reshape(-1, n_classes).sum(0) for m in workload]
+    hist_var = start.events[0].noise_multiplier ** 2 if start.events else 1.0
+    variances = [hist_var] + [m.sigma ** 2 * (m.noisy.size // n_classes) for m in workload]
+    weights = 1.0 / np.maximum(np.array(variances), 1e-12)
+    return np.maximum((weights[:, None] * np.stack(estimates)).sum(0) / weights.sum(), 1.0)
+
+
+def candidate_marginals(d: int, n_classes: int) -> list[tuple[int, ...]]:
+    """All feature pairs, and with a target all (pair, target) triples."""
+    pairs = [(i, j) for i in range(d) for j in range(i + 1, d)]
+    triples = [(i, j, -1) for i, j in pairs] if n_classes > 1 else []
+    return pairs + triples or [(0, -1)]
+
+
+# -- fitting (post-processing: reads only noisy marginals) ---------------------------
+
+class Fitter:
+    """Trains the generator's heads so a batch's expected marginals match the noisy ones.
+
+    Loss: sum over measured marginals of ``||E_batch[marginal] - noisy / n||^2``
+    weighted by the inverse noise variance (GEM's objective with weights).
+    """
+
+    def __init__(self, generator: Generator, domains: Domains, prior: np.ndarray, n_noisy: float,
+                 seed: int) -> None:
+        self.generator = generator
+        self.domains = domains
+        self.prior = prior
+        self.n_noisy = n_noisy
+        self.device = next(generator.parameters()).device
+        self.maps = [torch.as_tensor(_map_matrix(m), device=self.device) for m in domains.maps]
+        self.optimizer = torch.optim.Adam(generator.parameters(), lr=FIT_LR)
+        self.rng = torch.Generator(device=self.device).manual_seed(seed)
+
+    def fit(self, marginals: list[Marginal], steps: int) -> None:
+        targets = [torch.as_tensor(m.noisy / self.n_noisy, dtype=torch.float32, device=self.device)
+                   for m in marginals]
+        precision = np.array([(self.n_noisy / m.sigma) ** 2 for m in marginals])
+        weights = (precision / precision.max()).tolist()
+        for _ in range(steps):
+            probs, y_hot = self._batch(FIT_BATCH)
+            loss = sum(w * ((self._expected(m.columns, m.coarse, probs, y_hot) - t) ** 2).sum()
+                       for m, t, w in zip(marginals, targets, weights))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+
+    @torch.no_grad()
+    def expected_marginals(self, candidates: list[tuple[int, ...]]) -> list[np.ndarray]:
+        """The generator's normalised marginals on coarse candidates (one large batch)."""
+        probs, y_hot = self._batch(4 * FIT_BATCH)
+        coarse = [p @ m for p, m in zip(probs, self.maps)]
+        return [_joint(c, coarse, y_hot).cpu().numpy() for c in candidates]
+
+    def _batch(self, size: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Head probabilities for ``size`` fresh latents, classes in the prior's proportions."""
+        counts = np.floor(self.prior * size).astype(np.int64)
+        counts[np.argmax(self.prior)] += size - counts.sum()
+        y = torch.repeat_interleave(torch.arange(len(self.prior), device=self.device),
+                                    torch.as_tensor(counts, device=self.device))
+        z = torch.randn(size, self.generator.config.latent_dim, generator=self.rng, device=self.device)
+        logits, _ = self.generator(z, y)
+        probs = [F.softmax(p, dim=1) for p in logits.split(list(self.generator.config.head_sizes), dim=1)]
+        return probs, F.one_hot(y, len(self.prior)).float()
+
+    def _expected(self, columns: tuple[int, ...], coarse: bool, probs: list[torch.Tensor],
+                  y_hot: torch.Tensor) -> torch.Tensor:
+        heads = [p @ m for p, m in zip(probs, self.maps)] if coarse else probs
+        return _joint(columns, heads, y_hot)
+
+
+def _map_matrix(mapping: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(mapping), int(mapping.max()) + 1), dtype=np.float32)
+    out[np.arange(len(mapping)), mapping] = 1.0
+    return out
+
+
+def _joint(columns: tuple[int, ...], heads: list[torch.Tensor], y_hot: torch.Tensor) -> torch.Tensor:
+    """Batch mean of the outer product of the columns' cell probabilities (flattened, C order)."""
+    factors = [y_hot if j < 0 else heads[j] for j in columns]
+    letters = "abcdefgh"[: len(factors)]
+    spec = ",".join(f"z{c}" for c in letters) + "->" + letters
+    return torch.einsum(spec, *factors).reshape(-1) / factors[0].shape[0]
