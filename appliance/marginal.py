@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from hgan.appliance.accounting import PrivacyEvent, calibrate_scale
+from hgan.appliance.accounting import PrivacyEvent, calibrate_scale, epsilon
 from hgan.appliance.engine import EngineResult, Progress, ProgressReport, Start, TrainOptions, bad_option
 from hgan.release.codec import Codec
 from hgan.release.generator import Generator, GeneratorConfig
@@ -52,8 +52,11 @@ FIT_LR = 2e-3
 
 
 def rounds_rule(n_features: int, epsilon: float) -> int:
-    """Number of select-measure rounds: d at epsilon <= 1, 2d at 2-4, up to 4d."""
-    return max(2, n_features * (1 + min(3, int(math.log2(max(1.0, epsilon))))))
+    """Number of select-measure rounds: d at epsilon <= 1, 2d at 2-4, up to 4d; none
+    when there is no pair of features to select from."""
+    if n_features < 2:
+        return 0
+    return n_features * (1 + min(3, int(math.log2(max(1.0, epsilon)))))
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,16 @@ class Budget:
     n_features: int
 
     @property
+    def workload_share(self) -> float:
+        return WORKLOAD_SHARE if self.rounds else 1.0
+
+    @property
     def workload_sigma(self) -> float:
-        return math.sqrt(self.n_features / (2 * WORKLOAD_SHARE * self.rho))
+        return math.sqrt(self.n_features / (2 * self.workload_share * self.rho))
 
     @property
     def round_rho(self) -> float:
-        return (1 - WORKLOAD_SHARE) * self.rho / self.rounds
+        return (1 - self.workload_share) * self.rho / max(self.rounds, 1)
 
     @property
     def select_epsilon(self) -> float:
@@ -80,14 +87,16 @@ class Budget:
     def measure_sigma(self) -> float:
         return math.sqrt(1 / (2 * (1 - SELECT_SHARE) * self.round_rho))
 
-    def events(self) -> list[PrivacyEvent]:
-        return [
-            PrivacyEvent("gaussian", "workload: (feature, target) marginals", self.workload_sigma, 1.0,
-                         self.n_features),
-            PrivacyEvent("exponential", "marginal selection", None, 1.0, self.rounds,
-                         epsilon=self.select_epsilon),
-            PrivacyEvent("gaussian", "selected marginals", self.measure_sigma, 1.0, self.rounds),
-        ]
+    def events(self, rounds_done: int | None = None) -> list[PrivacyEvent]:
+        """The workload and the rounds (all of them, or the first ``rounds_done``)."""
+        rounds = self.rounds if rounds_done is None else rounds_done
+        workload = PrivacyEvent("gaussian", "workload: (feature, target) marginals", self.workload_sigma,
+                                1.0, self.n_features)
+        if not self.rounds:
+            return [workload]
+        return [workload,
+                PrivacyEvent("exponential", "marginal selection", None, 1.0, rounds, epsilon=self.select_epsilon),
+                PrivacyEvent("gaussian", "selected marginals", self.measure_sigma, 1.0, rounds)]
 
 
 NON_PRIVATE_RHO = 1e6  # dp=False: noise std ~ 1e-3 rows, selection ~ argmax
@@ -184,13 +193,15 @@ def fit(codes: np.ndarray, y: np.ndarray, codec: Codec, options: TrainOptions, s
     candidates = candidate_marginals(d, codec.n_classes)
     exact = [histogram(codes, y, c, domains.cells(c, coarse=True), domains.maps) for c in candidates]
     for r in range(budget.rounds):
-        scores = selection_scores(exact, fitter.expected_marginals(candidates), n_noisy, budget.measure_sigma)
+        scores = selection_scores(exact, fitter.expected(candidates), n_noisy, budget.measure_sigma)
         k = select(scores, budget.select_epsilon, rng)
         noisy = exact[k] + rng.normal(0, budget.measure_sigma, exact[k].shape)
         measured.append(Marginal(candidates[k], True, noisy, budget.measure_sigma))
         fitter.fit(measured, FIT_STEPS_PER_ROUND)
         if progress:
-            progress(ProgressReport("round", r + 1, budget.rounds, None, f"measured {_name(codec, candidates[k])}"))
+            spent = epsilon(start.events + budget.events(r + 1), start.delta) if options.dp else None
+            progress(ProgressReport("round", r + 1, budget.rounds, spent,
+                                    f"measured {_name(codec, candidates[k])}"))
     fitter.fit(measured, FIT_STEPS_FINAL)
     events = budget.events() if options.dp else []
     details = {"engine": ENGINE, "rounds": budget.rounds, "coarse_bins": domains.coarse_bins,
@@ -250,10 +261,57 @@ def candidate_marginals(d: int, n_classes: int) -> list[tuple[int, ...]]:
     """All feature pairs, and with a target all (pair, target) triples."""
     pairs = [(i, j) for i in range(d) for j in range(i + 1, d)]
     triples = [(i, j, -1) for i, j in pairs] if n_classes > 1 else []
-    return pairs + triples or [(0, -1)]
+    return pairs + triples
 
 
 # -- fitting (post-processing: reads only noisy marginals) ---------------------------
+
+class Moments:
+    """Every marginal of a batch as a slice of one vector of batch moments.
+
+    With ``P`` the heads' code probabilities (batch x fine cells), ``Q = P A``
+    their coarse cells and ``Y`` the one-hot classes, the vector is
+    ``[P'Y | Q'Q | Q' diag(Y_c) Q for each class c] / batch``: three matrix
+    products give the expected value of every workload, pair and (pair,
+    target) marginal at once. ``index`` says where a marginal's cells are, in
+    the order ``histogram`` counts them.
+    """
+
+    def __init__(self, domains: Domains, device: torch.device) -> None:
+        self.fine_at = np.concatenate([[0], np.cumsum(domains.fine)])
+        self.coarse_at = np.concatenate([[0], np.cumsum(domains.coarse)])
+        self.n_fine, self.n_coarse = int(self.fine_at[-1]), int(self.coarse_at[-1])
+        self.n_classes = domains.n_classes
+        self.pairs_at = self.n_fine * self.n_classes
+        self.triples_at = self.pairs_at + self.n_coarse**2
+        block = np.zeros((self.n_fine, self.n_coarse), dtype=np.float32)
+        for j, mapping in enumerate(domains.maps):
+            block[self.fine_at[j] + np.arange(len(mapping)), self.coarse_at[j] + mapping] = 1.0
+        self.coarsen = torch.as_tensor(block, device=device)
+
+    def index(self, columns: tuple[int, ...], coarse: bool) -> np.ndarray:
+        classes = np.arange(self.n_classes)
+        if not coarse:
+            j, _ = columns
+            cells = self.fine_at[j] + np.arange(self.fine_at[j + 1] - self.fine_at[j])
+            return (cells[:, None] * self.n_classes + classes[None, :]).ravel()
+        a = self.coarse_at[columns[0]] + np.arange(self.coarse_at[columns[0] + 1] - self.coarse_at[columns[0]])
+        b = self.coarse_at[columns[1]] + np.arange(self.coarse_at[columns[1] + 1] - self.coarse_at[columns[1]])
+        if len(columns) == 2:
+            return self.pairs_at + (a[:, None] * self.n_coarse + b[None, :]).ravel()
+        square = self.n_coarse**2
+        return self.triples_at + (classes[None, None, :] * square + a[:, None, None] * self.n_coarse
+                                  + b[None, :, None]).ravel()
+
+    def compute(self, probs: torch.Tensor, y_hot: torch.Tensor) -> torch.Tensor:
+        """The moment vector of a batch (``probs``: batch x fine cells)."""
+        batch = probs.shape[0]
+        q = probs @ self.coarsen
+        parts = [(probs.T @ y_hot).reshape(-1), (q.T @ q).reshape(-1)]
+        if self.n_classes > 1:
+            parts.append(torch.einsum("bc,ba,bd->cad", y_hot, q, q).reshape(-1))
+        return torch.cat(parts) / batch
+
 
 class Fitter:
     """Trains the generator's heads so a batch's expected marginals match the noisy ones.
@@ -265,60 +323,41 @@ class Fitter:
     def __init__(self, generator: Generator, domains: Domains, prior: np.ndarray, n_noisy: float,
                  seed: int) -> None:
         self.generator = generator
-        self.domains = domains
         self.prior = prior
         self.n_noisy = n_noisy
         self.device = next(generator.parameters()).device
-        self.maps = [torch.as_tensor(_map_matrix(m), device=self.device) for m in domains.maps]
+        self.moments = Moments(domains, self.device)
         self.optimizer = torch.optim.Adam(generator.parameters(), lr=FIT_LR)
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
 
     def fit(self, marginals: list[Marginal], steps: int) -> None:
-        targets = [torch.as_tensor(m.noisy / self.n_noisy, dtype=torch.float32, device=self.device)
-                   for m in marginals]
-        precision = np.array([(self.n_noisy / m.sigma) ** 2 for m in marginals])
-        weights = (precision / precision.max()).tolist()
+        index = torch.as_tensor(np.concatenate([self.moments.index(m.columns, m.coarse) for m in marginals]),
+                                device=self.device)
+        target = torch.as_tensor(np.concatenate([m.noisy for m in marginals]) / self.n_noisy,
+                                 dtype=torch.float32, device=self.device)
+        precision = np.concatenate([np.full(m.noisy.size, (self.n_noisy / m.sigma) ** 2) for m in marginals])
+        weight = torch.as_tensor(precision / precision.max(), dtype=torch.float32, device=self.device)
         for _ in range(steps):
             probs, y_hot = self._batch(FIT_BATCH)
-            loss = sum(w * ((self._expected(m.columns, m.coarse, probs, y_hot) - t) ** 2).sum()
-                       for m, t, w in zip(marginals, targets, weights))
+            loss = (weight * (self.moments.compute(probs, y_hot)[index] - target) ** 2).sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
 
     @torch.no_grad()
-    def expected_marginals(self, candidates: list[tuple[int, ...]]) -> list[np.ndarray]:
-        """The generator's normalised marginals on coarse candidates (one large batch)."""
-        probs, y_hot = self._batch(4 * FIT_BATCH)
-        coarse = [p @ m for p, m in zip(probs, self.maps)]
-        return [_joint(c, coarse, y_hot).cpu().numpy() for c in candidates]
+    def expected(self, marginals: list[tuple[int, ...]], *, coarse: bool = True) -> list[np.ndarray]:
+        """The generator's normalised marginals (one large batch)."""
+        vector = self.moments.compute(*self._batch(4 * FIT_BATCH)).cpu().numpy()
+        return [vector[self.moments.index(m, coarse)] for m in marginals]
 
-    def _batch(self, size: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Head probabilities for ``size`` fresh latents, classes in the prior's proportions."""
+    def _batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Code probabilities for ``size`` fresh latents, classes in the prior's proportions."""
         counts = np.floor(self.prior * size).astype(np.int64)
         counts[np.argmax(self.prior)] += size - counts.sum()
         y = torch.repeat_interleave(torch.arange(len(self.prior), device=self.device),
                                     torch.as_tensor(counts, device=self.device))
         z = torch.randn(size, self.generator.config.latent_dim, generator=self.rng, device=self.device)
         logits, _ = self.generator(z, y)
-        probs = [F.softmax(p, dim=1) for p in logits.split(list(self.generator.config.head_sizes), dim=1)]
+        probs = torch.cat([F.softmax(p, dim=1)
+                           for p in logits.split(list(self.generator.config.head_sizes), dim=1)], dim=1)
         return probs, F.one_hot(y, len(self.prior)).float()
-
-    def _expected(self, columns: tuple[int, ...], coarse: bool, probs: list[torch.Tensor],
-                  y_hot: torch.Tensor) -> torch.Tensor:
-        heads = [p @ m for p, m in zip(probs, self.maps)] if coarse else probs
-        return _joint(columns, heads, y_hot)
-
-
-def _map_matrix(mapping: np.ndarray) -> np.ndarray:
-    out = np.zeros((len(mapping), int(mapping.max()) + 1), dtype=np.float32)
-    out[np.arange(len(mapping)), mapping] = 1.0
-    return out
-
-
-def _joint(columns: tuple[int, ...], heads: list[torch.Tensor], y_hot: torch.Tensor) -> torch.Tensor:
-    """Batch mean of the outer product of the columns' cell probabilities (flattened, C order)."""
-    factors = [y_hot if j < 0 else heads[j] for j in columns]
-    letters = "abcdefgh"[: len(factors)]
-    spec = ",".join(f"z{c}" for c in letters) + "->" + letters
-    return torch.einsum(spec, *factors).reshape(-1) / factors[0].shape[0]

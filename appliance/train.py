@@ -81,6 +81,9 @@ def train(frame: pd.DataFrame, schema: Schema, *, out: str | Path, options: Trai
     seed = options.seed if options.seed is not None else secrets.randbits(63)
     torch.manual_seed(seed)
     codec = Codec(schema)
+    if not codec.columns:
+        raise InvalidInput("schema.invalid", f"{schema.source}: no column has role \"feature\"",
+                           hint="a generator needs at least one feature besides the target")
     codes, offsets = codec.encode_codes(frame)
     y = codec.encode_target(frame)
     start = release_target_histogram(y, codec.n_classes, options, np.random.default_rng(seed))

@@ -127,7 +127,46 @@ def test_fitter_matches_noise_free_marginals():
 
 
 def _tv(fitter, measured, n):
-    with torch.no_grad():
-        probs, y_hot = fitter._batch(8192)
-        return max(0.5 * np.abs(fitter._expected(m.columns, m.coarse, probs, y_hot).numpy() - m.noisy / n).sum()
-                   for m in measured)
+    return max(0.5 * np.abs(e - m.noisy / n).sum()
+               for m, e in zip(measured, fitter.expected([m.columns for m in measured], coarse=False)))
+
+
+def test_moments_agree_with_histograms_of_drawn_rows():
+    """The moment vector's slices are the marginals that ``histogram`` counts, cell for cell."""
+    codec, codes, y = encoded(500, seed=4)
+    domains = M.Domains(codec, 4)
+    moments = M.Moments(domains, torch.device("cpu"))
+    probs = torch.as_tensor(np.concatenate(
+        [np.eye(n)[codes[:, j]] for j, n in enumerate(domains.fine)], axis=1), dtype=torch.float32)
+    y_hot = torch.as_tensor(np.eye(codec.n_classes)[y], dtype=torch.float32)
+    vector = moments.compute(probs, y_hot).numpy()
+    for columns, coarse in [((0, -1), False), ((3, -1), False), ((1, 4), True), ((0, 6), True),
+                            ((2, 5, -1), True), ((6, 3, -1), True)]:
+        sizes = domains.cells(columns, coarse)
+        exact = M.histogram(codes, y, columns, sizes, domains.maps if coarse else None)
+        np.testing.assert_allclose(vector[moments.index(columns, coarse)] * 500, exact, atol=1e-3)
+
+
+def test_a_single_feature_spends_everything_on_the_workload():
+    budget = M.Budget(rho=0.1, rounds=M.rounds_rule(1, 3.5), n_features=1)
+    assert budget.rounds == 0
+    assert [e.purpose for e in budget.events()] == ["workload: (feature, target) marginals"]
+    assert budget.workload_sigma == pytest.approx(math.sqrt(1 / (2 * 0.1)))
+    assert M.candidate_marginals(1, 2) == []
+
+
+def test_training_a_one_feature_table_works_end_to_end(tmp_path, monkeypatch):
+    from hgan.appliance.train import train
+    from hgan.release.model import load_model
+    from hgan.release.sample import sample
+    from hgan.release.schema import Schema
+
+    monkeypatch.setattr(M, "FIT_STEPS_FINAL", 50)
+    raw = mixed_schema().to_dict()
+    raw["columns"] = [c for c in raw["columns"] if c["name"] in ("sex", "death")]
+    schema = Schema.from_dict(raw)
+    result = train(mixed_frame(300)[["sex", "death"]], schema, out=tmp_path / "m",
+                   options=TrainOptions(epsilon=1.0, seed=0))
+    assert result.epsilon <= 1.0
+    rows = sample(load_model(tmp_path / "m"), 200, seed=0)
+    assert set(rows["sex"].unique()) <= {"F", "M"} and len(rows) == 200
