@@ -85,6 +85,9 @@ class Budget:
 
     @property
     def measure_sigma(self) -> float:
+        """Noise of each selected marginal; infinite when there are no rounds."""
+        if not self.rounds:
+            return math.inf
         return math.sqrt(1 / (2 * (1 - SELECT_SHARE) * self.round_rho))
 
     def events(self, rounds_done: int | None = None) -> list[PrivacyEvent]:
@@ -206,8 +209,8 @@ def fit(codes: np.ndarray, y: np.ndarray, codec: Codec, options: TrainOptions, s
     events = budget.events() if options.dp else []
     details = {"engine": ENGINE, "rounds": budget.rounds, "coarse_bins": domains.coarse_bins,
                "workload_sigma": budget.workload_sigma if options.dp else None,
-               "measure_sigma": budget.measure_sigma if options.dp else None,
-               "select_epsilon": budget.select_epsilon if options.dp else None,
+               "measure_sigma": budget.measure_sigma if options.dp and budget.rounds else None,
+               "select_epsilon": budget.select_epsilon if options.dp and budget.rounds else None,
                "measured": [_name(codec, m.columns) for m in measured],
                "fit_steps": FIT_STEPS_PER_ROUND * (budget.rounds + 1) + FIT_STEPS_FINAL,
                "selection": "last step (no data-dependent choice)"}
