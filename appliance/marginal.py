@@ -311,8 +311,9 @@ class Moments:
         batch = probs.shape[0]
         q = probs @ self.coarsen
         parts = [(probs.T @ y_hot).reshape(-1), (q.T @ q).reshape(-1)]
-        if self.n_classes > 1:
-            parts.append(torch.einsum("bc,ba,bd->cad", y_hot, q, q).reshape(-1))
+        if self.n_classes > 1:  # Q' diag(Y_c) Q for every class c, as one batched product
+            per_class = q.unsqueeze(0) * y_hot.T.unsqueeze(2)
+            parts.append(torch.matmul(per_class.transpose(1, 2), q).reshape(-1))
         return torch.cat(parts) / batch
 
 
