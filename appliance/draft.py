@@ -28,6 +28,8 @@ Rules:
    (such as 0) is kept.
 6. ``transform = "log"`` when the column is non-negative and heavily
    right-skewed: ``upper > LOG_SKEW * (median + 1)``.
+7. ``decimals`` of a non-integer column: the most digits written after the
+   decimal point (the measurement's precision), at most ``MAX_DRAFT_DECIMALS``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ MAX_CODE = 20  # ... all in [0, MAX_CODE]: a code list, not a measurement
 MANY_DISTINCT = 50  # more distinct values than this (and > half the rows): an identifier or free text
 MIN_INTEGER_STEP = 5.0  # grid step of integer bounds: 1995..2003 -> 1995..2005
 LOG_SKEW = 50  # upper > LOG_SKEW * (median + 1): heavy right tail, modelled as ln(1 + x - lower)
+MAX_DRAFT_DECIMALS = 6
 
 _NOTES = {
     "numeric": "bounds rounded outward from THE DATA: replace them with public limits (clinical range, units)",
@@ -151,7 +154,18 @@ def _feature(name: str, present: pd.Series, *, nullable: bool) -> Column:
     lower, upper = rounded_bounds(float(distinct[0]), float(distinct[-1]), integer=integer)
     skewed = lower >= 0 and upper > LOG_SKEW * (float(np.median(values)) + 1)
     return NumericColumn(name=name, lower=lower, upper=upper, integer=integer,
-                         transform="log" if skewed else "none", nullable=nullable)
+                         transform="log" if skewed else "none", nullable=nullable,
+                         decimals=None if integer else decimals_written(present))
+
+
+def decimals_written(present: pd.Series) -> int | None:
+    """Rule 7: the most digits written after a decimal point, capped at ``MAX_DRAFT_DECIMALS``;
+    None when a value is written in exponent notation."""
+    text = present.str.strip()
+    if text.str.contains("[eE]", regex=True).any():
+        return None
+    after = text.str.split(".", n=1).str[1].fillna("")
+    return min(int(after.str.len().max()), MAX_DRAFT_DECIMALS)
 
 
 def rounded_bounds(lo: float, hi: float, *, integer: bool) -> tuple[float, float]:

@@ -16,7 +16,8 @@ Rules (invariant 2 of DESIGN.md):
    - a nullable column has one extra, last code: missing.
 3. Decoding inverts encoding up to the offset's precision, returns the
    schema's dtypes (integers as integers, categories from the list, missing
-   values where modelled) and never leaves the public bounds.
+   values where modelled, numbers rounded to the schema's ``decimals``) and
+   never leaves the public bounds.
 4. The target column is not part of the feature encoding: it is the class
    label ``y`` (its index in the schema's category list), the condition of a
    conditional generator.
@@ -191,6 +192,8 @@ def _decode_column(col, cc: ColumnCode, codes: np.ndarray, offsets: np.ndarray |
     else:
         u = (codes + (np.clip(offsets, -1.0, 1.0) + 1.0) / 2.0) / NUMERIC_BINS
         x = np.clip(_from_unit(col, u), col.lower, col.upper)
+    if col.decimals is not None:
+        x = np.clip(np.round(x, col.decimals), col.lower, col.upper)
     if col.integer:
         x = np.clip(np.rint(x), col.lower, col.upper)
         values = pd.array(np.where(missing, 0, x).astype(np.int64), dtype="Int64")

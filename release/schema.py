@@ -8,7 +8,8 @@ Rules (invariant 2 of DESIGN.md):
    ``id`` (never modelled, never released) or ``drop`` (never modelled).
 3. A numeric column has finite public bounds ``lower < upper``; ``integer``
    columns have integral bounds; ``transform = "log"`` models
-   ``ln(1 + x - lower)`` for heavy tails.
+   ``ln(1 + x - lower)`` for heavy tails; ``decimals`` (optional, not for
+   integer columns) is the public precision generated values are rounded to.
 4. A categorical column lists all its categories, all strings or all integers,
    without repeats.
 5. At most one target; it is categorical, not nullable, with >= 2 categories.
@@ -30,6 +31,7 @@ The file is TOML::
     upper = 90
     integer = true
     transform = "none"              # or "log"
+    decimals = 1                    # optional: round generated values (public precision)
     nullable = false
     role = "feature"                # or "target", "id", "drop"
 """
@@ -48,6 +50,7 @@ FORMAT = "hgan-schema/1"
 MAX_SCHEMA_BYTES = 1_000_000
 MAX_COLUMNS = 2_000
 MAX_CATEGORIES = 10_000
+MAX_DECIMALS = 12
 DEFAULT_NA_VALUES = ("", "NA", "N/A", "NaN", "nan", "NULL", "null", "None")
 
 Role = Literal["feature", "target", "id", "drop"]
@@ -67,6 +70,7 @@ class NumericColumn:
     transform: str = "none"
     nullable: bool = False
     role: Role = "feature"
+    decimals: int | None = None
 
 
 @dataclass(frozen=True)
@@ -236,7 +240,7 @@ def _column_from_dict(source: str, index: int, raw: Any) -> Column:
         _fail(source, f'{where}: "nullable" must be true or false')
     if kind == "numeric":
         _no_unknown_keys(source, where, raw, {"name", "role", "type", "lower", "upper", "integer",
-                                               "transform", "nullable"})
+                                               "transform", "nullable", "decimals"})
         lower, upper = raw.get("lower"), raw.get("upper")
         for key, v in (("lower", lower), ("upper", upper)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -247,8 +251,11 @@ def _column_from_dict(source: str, index: int, raw: Any) -> Column:
         transform = raw.get("transform", "none")
         if transform not in TRANSFORMS:
             _fail(source, f'{where}: "transform" must be one of {", ".join(TRANSFORMS)}')
+        decimals = raw.get("decimals")
+        if decimals is not None and (isinstance(decimals, bool) or not isinstance(decimals, int)):
+            _fail(source, f'{where}: "decimals" must be an integer')
         return NumericColumn(name=name, lower=float(lower), upper=float(upper), integer=integer,
-                             transform=transform, nullable=nullable, role=role)
+                             transform=transform, nullable=nullable, role=role, decimals=decimals)
     if kind == "categorical":
         _no_unknown_keys(source, where, raw, {"name", "role", "type", "categories", "nullable"})
         cats = raw.get("categories")
@@ -293,6 +300,8 @@ def _check_numeric(src: str, col: NumericColumn) -> None:
         _fail(src, f'{where}: an integer column needs integral bounds')
     if col.transform not in TRANSFORMS:
         _fail(src, f'{where}: "transform" must be one of {", ".join(TRANSFORMS)}')
+    if col.decimals is not None and (col.integer or not 0 <= col.decimals <= MAX_DECIMALS):
+        _fail(src, f'{where}: "decimals" must be between 0 and {MAX_DECIMALS}, and only on non-integer columns')
 
 
 def _check_categorical(src: str, col: CategoricalColumn) -> None:
@@ -313,9 +322,11 @@ def _check_categorical(src: str, col: CategoricalColumn) -> None:
 def _column_to_dict(col: Column) -> dict[str, Any]:
     if isinstance(col, NumericColumn):
         num = (lambda v: int(v)) if col.integer else (lambda v: v)
-        return {"name": col.name, "type": "numeric", "lower": num(col.lower), "upper": num(col.upper),
-                "integer": col.integer, "transform": col.transform, "nullable": col.nullable,
-                "role": col.role}
+        out = {"name": col.name, "type": "numeric", "lower": num(col.lower), "upper": num(col.upper),
+               "integer": col.integer, "transform": col.transform}
+        if col.decimals is not None:
+            out["decimals"] = col.decimals
+        return out | {"nullable": col.nullable, "role": col.role}
     if isinstance(col, CategoricalColumn):
         return {"name": col.name, "type": "categorical", "categories": list(col.categories),
                 "nullable": col.nullable, "role": col.role}

@@ -257,3 +257,13 @@ def test_header_only_and_duplicate_names_are_refused(tmp_path: Path) -> None:
 ])
 def test_rounded_bounds(lo: float, hi: float, integer: bool, expected: tuple[float, float]) -> None:
     assert rounded_bounds(lo, hi, integer=integer) == expected
+
+
+def test_decimals_follow_the_written_precision(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,c,d\n1.5,2.125,3e-4,7\n2.25,1.0,1e-3,8\n" + "3.0,4.5,2e-3,9\n" * 5)
+    schema = draft_schema(path)
+    assert schema.column("a").decimals == 2
+    assert schema.column("b").decimals == 3
+    assert schema.column("c").decimals is None      # exponent notation: no rounding proposed
+    assert getattr(schema.column("d"), "decimals", None) is None  # integer-coded

@@ -90,3 +90,20 @@ def test_missing_value_in_non_nullable_column_is_refused():
     frame.loc[3, "age"] = np.nan
     with pytest.raises(ValueError, match="age"):
         codec.encode(frame)
+
+
+def test_decimals_round_decoded_values_inside_bounds():
+    raw = mixed_schema().to_dict()
+    for col in raw["columns"]:
+        if col["name"] == "marker":
+            col["decimals"] = 1
+    from hgan.release.schema import Schema
+
+    codec = Codec(Schema.from_dict(raw))
+    frame = mixed_frame(300)
+    codes, offsets = codec.encode_codes(frame)
+    back = codec.decode(codes, offsets, codec.encode_target(frame))
+    values = back["marker"].to_numpy()
+    np.testing.assert_allclose(values, np.round(values, 1))
+    assert values.min() >= 0 and values.max() <= 5000
+    np.testing.assert_allclose(values, frame["marker"], atol=0.05 + 1e-9)
