@@ -18,6 +18,14 @@ Rules:
 4. ``max_advantage`` is the largest TPR - FPR any membership test can reach
    against an (epsilon, delta)-DP mechanism (Kairouz, Oh and Viswanath 2015,
    the two inequalities of rule 3 solved together).
+5. ``residual_risk`` is Anonymeter's privacy risk (Giomi et al. 2023, "A
+   unified framework for quantifying privacy risk in synthetic data", PoPETs;
+   ``residual_success`` and ``bind_value`` in Anonymeter's
+   ``stats/confidence.py``): the excess of an attack's success on training
+   targets over its success on control targets, (a - c) / (1 - c), with a and
+   c the centres of the two Wilson intervals of rule 2 and the interval
+   propagated from their half-widths to first order. Value and interval are
+   clipped to [0, 1].
 """
 
 from __future__ import annotations
@@ -119,6 +127,33 @@ def max_advantage(epsilon: float, delta: float) -> float:
     return min(1.0, (math.expm1(epsilon) + 2 * delta) / (math.exp(epsilon) + 1))
 
 
+def residual_risk(attack_successes: int, attack_trials: int, control_successes: int, control_trials: int,
+                  confidence: float = 0.95) -> RiskEstimate:
+    """Anonymeter's risk: the attack's excess success on training targets over control targets (rule 5).
+
+    With ``a +- da`` and ``c +- dc`` the Wilson intervals of the two success
+    rates written as centre +- half-width (the interval is symmetric about its
+    centre)::
+
+        risk  = (a - c) / (1 - c)
+        error = sqrt((da / (1 - c))^2 + (dc (a - 1) / (1 - c)^2)^2)
+
+    and the result is ``risk`` and ``[risk - error, risk + error]``, each
+    clipped to [0, 1], as Anonymeter's ``residual_success(...).to_risk()``.
+    The Wilson centre is below 1 even when every control attack succeeds, so
+    the ratio is always defined; the price is that a perfect attack scores a
+    little under 1 (0.99 at 200 trials against no control success).
+    """
+    attack, control = wilson(attack_successes, attack_trials, confidence), \
+        wilson(control_successes, control_trials, confidence)
+    a, da = (attack.low + attack.high) / 2, (attack.high - attack.low) / 2
+    c, dc = (control.low + control.high) / 2, (control.high - control.low) / 2
+    risk = (a - c) / (1 - c)
+    error = math.hypot(da / (1 - c), dc * (a - 1) / (1 - c) ** 2)
+    return RiskEstimate(_clip_unit(risk), _clip_unit(risk - error), _clip_unit(risk + error), confidence,
+                        "anonymeter-residual-wilson")
+
+
 # -- helpers -----------------------------------------------------------------
 
 def _cp_bounds(successes: np.ndarray, trials: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +190,10 @@ def _check_counts(successes: int, trials: int) -> None:
 def _check_confidence(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def _clip_unit(x: float) -> float:
+    return float(min(max(x, 0.0), 1.0))
 
 
 def _json_number(x: float) -> float | None:

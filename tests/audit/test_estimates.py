@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy import stats
 
 from hgan.audit.estimates import (
     RiskEstimate,
@@ -16,6 +17,7 @@ from hgan.audit.estimates import (
     empirical_epsilon,
     empirical_epsilon_lower_bounds,
     max_advantage,
+    residual_risk,
     wilson,
 )
 
@@ -162,3 +164,44 @@ def test_max_advantage_is_reached_where_both_dp_inequalities_bind(epsilon, delta
     tpr = math.exp(epsilon) * fpr + delta  # TPR <= e^eps FPR + delta, with equality
     assert 1 - fpr == pytest.approx(math.exp(epsilon) * (1 - tpr) + delta)  # and the other one
     assert tpr - fpr == pytest.approx(max_advantage(epsilon, delta))
+
+
+# -- Anonymeter's residual risk (rule 5) -----------------------------------------------
+
+def anonymeter_risk(n_success: int, n_control: int, n: int, confidence: float = 0.95) -> tuple[float, float, float]:
+    """Anonymeter's stats/confidence.py, transcribed: success_rate, residual_success, bind_value."""
+    z = float(stats.norm.ppf(0.5 * (1.0 + confidence)))
+
+    def rate(k: int) -> tuple[float, float]:
+        return (k + 0.5 * z * z) / (n + z * z), z / (n + z * z) * math.sqrt(k * (n - k) / n + 0.25 * z * z)
+
+    (a, da), (c, dc) = rate(n_success), rate(n_control)
+    risk = (a - c) / (1 - c)
+    error = math.sqrt((da / abs(1 - c)) ** 2 + (dc * (a - 1) / (1 - c) ** 2) ** 2)
+    return tuple(min(max(x, 0.0), 1.0) for x in (risk, risk - error, risk + error))  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("n_success,n_control,n", [(60, 20, 100), (5, 0, 5), (1990, 30, 2000), (3, 3, 10),
+                                                   (10, 40, 100), (500, 499, 500)])
+def test_residual_risk_is_anonymeters(n_success, n_control, n):
+    est = residual_risk(n_success, n, n_control, n)
+    assert (est.value, est.low, est.high) == pytest.approx(anonymeter_risk(n_success, n_control, n), abs=1e-12)
+    assert est.method == "anonymeter-residual-wilson" and est.low <= est.value <= est.high
+
+
+def test_residual_risk_known_values():
+    assert residual_risk(20, 100, 20, 100).value == 0.0  # no excess over control
+    assert residual_risk(10, 100, 40, 100).high == 0.0  # control far more attackable: clipped to 0
+    perfect = residual_risk(200, 200, 0, 200)
+    z2 = Z95**2
+    a, c = (200 + z2 / 2) / (200 + z2), (z2 / 2) / (200 + z2)  # the Wilson centres of 200/200 and 0/200
+    assert perfect.value == pytest.approx((a - c) / (1 - c), rel=1e-9)
+    assert 0.99 < perfect.value < 1.0 and perfect.high == 1.0
+    assert residual_risk(100, 100, 100, 100).value == 0.0  # every control attack succeeds: defined, 0
+
+
+def test_residual_risk_refuses_bad_counts():
+    with pytest.raises(ValueError, match="successes must be within"):
+        residual_risk(5, 4, 0, 4)
+    with pytest.raises(ValueError, match="at least one trial"):
+        residual_risk(0, 0, 0, 4)
