@@ -183,35 +183,32 @@ def calibrate_noise_multiplier(*, target_epsilon: float, delta: float, sample_ra
                                purpose: str = "discriminator DP-SGD") -> float:
     """Smallest noise multiplier such that ``fixed_events`` + the DP-SGD steps meet the target.
 
-    Bisects sigma in log space to a relative width of 1e-4, takes the upper end
-    and rounds it up to 4 significant digits (so within ~0.1% of the smallest),
-    and checks that it meets the target. ValueError if the fixed events alone
-    reach the target or no sigma below ``SIGMA_MAX`` works.
+    Bisects 1/sigma with ``calibrate_scale`` (relative width 1e-4), takes the
+    safe end and rounds it up to 4 significant digits (so within ~0.1% of the
+    smallest), and checks that it meets the target. ValueError if the fixed
+    events alone reach the target or no sigma below ``SIGMA_MAX`` works.
     """
     if not target_epsilon > 0:
         raise ValueError(f"target_epsilon must be > 0, got {target_epsilon}")
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
-    fixed = rdp_curve(fixed_events)
-    spent = _epsilon_of_curve(fixed, delta)
+    spent = epsilon(fixed_events, delta)
     if spent >= target_epsilon:
         raise ValueError(f"the other privacy events already spend epsilon {spent:.4g} "
                          f">= target {target_epsilon:g}")
 
+    def events_at(inverse_sigma: float) -> list[PrivacyEvent]:
+        sgm = PrivacyEvent("subsampled_gaussian", purpose, 1.0 / inverse_sigma, sample_rate, steps)
+        return [*fixed_events, sgm]
+
     def eps_at(sigma: float) -> float:
-        event = PrivacyEvent("subsampled_gaussian", purpose, sigma, sample_rate, steps)
-        return _epsilon_of_curve(fixed + rdp_curve([event]), delta)
+        return epsilon(events_at(1.0 / sigma), delta)
 
     if eps_at(SIGMA_MAX) > target_epsilon:
         raise ValueError(f"no noise multiplier below {SIGMA_MAX:g} reaches epsilon {target_epsilon:g} "
                          f"with {steps} steps at sample rate {sample_rate:g}")
-    low, high = _bracket(eps_at, target_epsilon)
-    while high / low > 1.0 + _PRECISION:
-        mid = math.sqrt(low * high)
-        if eps_at(mid) <= target_epsilon:
-            high = mid
-        else:
-            low = mid
+    high = 1.0 / calibrate_scale(events_at, target_epsilon=target_epsilon, delta=delta,
+                                 low=1.0 / SIGMA_MAX, high=1.0 / SIGMA_MIN)
     sigma = max(_round_up(high, digits=4), high)
     if eps_at(sigma) > target_epsilon:
         raise RuntimeError(f"calibrated sigma {sigma} misses epsilon {target_epsilon}")
@@ -239,19 +236,6 @@ def calibrate_scale(events_at: Callable[[float], Sequence[PrivacyEvent]], *, tar
         else:
             high = mid
     return low
-
-
-def _bracket(eps_at: Callable[[float], float], target: float) -> tuple[float, float]:
-    """(low, high) with eps(low) > target >= eps(high), by doubling/halving from 1."""
-    high = 1.0
-    while eps_at(high) > target:
-        high *= 2.0
-    low = high / 2.0
-    while eps_at(low) <= target:
-        if low <= SIGMA_MIN:
-            return SIGMA_MIN, SIGMA_MIN
-        high, low = low, max(low / 2.0, SIGMA_MIN)
-    return low, high
 
 
 def _round_up(x: float, *, digits: int) -> float:

@@ -311,15 +311,24 @@ def _threshold_split(n_members: int, n_non_members: int, rng: np.random.Generato
 
 def _evaluate(attack_id: str, scores: np.ndarray, space: _Space, first_half: np.ndarray, *,
               delta: float, confidence: float) -> AttackResult:
-    labels = np.arange(len(scores)) < space.n_members
+    notes = (f"members: {space.n_members} training rows; non-members: {space.n_non_members} holdout rows "
+             f"never used in training; reference: {len(space.reference)} other holdout rows; "
+             f"{_NOTES[attack_id]}")
+    return measure_scores(attack_id, scores, n_members=space.n_members, n_non_members=space.n_non_members,
+                          n_reference=len(space.reference), n_synthetic=len(space.synthetic),
+                          first_half=first_half, delta=delta, confidence=confidence, notes=notes)
+
+
+def measure_scores(attack_id: str, scores: np.ndarray, *, n_members: int, n_non_members: int,
+                   n_reference: int, n_synthetic: int, first_half: np.ndarray, delta: float,
+                   confidence: float, notes: str) -> AttackResult:
+    """Rules 3-4 on the targets' scores (members first): AUC, TPR at low FPR, the ROC summary,
+    and the empirical epsilon with the threshold chosen on ``first_half`` and counted on the rest."""
+    labels = np.arange(len(scores)) < n_members
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     threshold = _best_threshold(scores[first_half], labels[first_half], delta=delta, confidence=confidence)
     tp, fn, fp, tn = (int(c[0]) for c in _counts_at(scores[~first_half], labels[~first_half],
                                                      np.array([threshold])))
-    notes = (f"members: {space.n_members} training rows; non-members: {space.n_non_members} holdout rows "
-             f"never used in training; reference: {len(space.reference)} other holdout rows; "
-             f"{_NOTES[attack_id]}; epsilon: threshold chosen on half of the targets, counted on the other "
-             f"half (delta={delta:g})")
     return AttackResult(
         attack_id=attack_id,
         auc=float(roc_auc_score(labels, scores)),
@@ -328,9 +337,9 @@ def _evaluate(attack_id: str, scores: np.ndarray, space: _Space, first_half: np.
         counts={"tp": tp, "fn": fn, "fp": fp, "tn": tn},
         roc_fpr=ROC_FPR_GRID,
         roc_tpr=tuple(_tpr_at(fpr, tpr, g) for g in ROC_FPR_GRID),
-        n_members=space.n_members, n_non_members=space.n_non_members,
-        n_reference=len(space.reference), n_synthetic=len(space.synthetic),
-        notes=notes,
+        n_members=n_members, n_non_members=n_non_members, n_reference=n_reference, n_synthetic=n_synthetic,
+        notes=f"{notes}; epsilon: threshold chosen on half of the targets, counted on the other half "
+              f"(delta={delta:g})",
     )
 
 

@@ -98,20 +98,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.neighbors import NearestNeighbors
 
-from hgan.audit.attacks.membership import (
-    MIN_ROWS,
-    ROC_FPR_GRID,
-    TPR_FPR_TARGETS,
-    AttackResult,
-    _best_threshold,
-    _counts_at,
-    _threshold_split,
-    _tpr_at,
-)
-from hgan.audit.estimates import empirical_epsilon
+from hgan.audit.attacks.membership import MIN_ROWS, AttackResult, _threshold_split, measure_scores
 from hgan.audit.features import attack_features, check_columns
 from hgan.release.codec import Codec
 from hgan.release.model import Model
@@ -204,9 +193,9 @@ def run_whitebox_attacks(model: Model, members: pd.DataFrame, non_members: pd.Da
     notes = {a: f"{common}; {_NOTES[a]}" for a in attacks}
     if calibrated:
         notes["mia.gan_leaks_wb_calibrated"] += f"; {baseline_note}"
-    return [_measure(a, scores[a], n_members=len(member_rows), n_non_members=len(non_member_rows),
-                     n_reference=n_reference, first_half=first_half, delta=delta, confidence=confidence,
-                     notes=notes[a])
+    return [measure_scores(a, scores[a], n_members=len(member_rows), n_non_members=len(non_member_rows),
+                           n_reference=n_reference, n_synthetic=0, first_half=first_half, delta=delta,
+                           confidence=confidence, notes=notes[a])
             for a in attacks]
 
 
@@ -403,25 +392,3 @@ _NOTES = {
     "mia.gan_leaks_wb_calibrated": "score: minus (the reconstruction loss under the target generator - the "
                                    "baseline)",
 }
-
-
-def _measure(attack_id: str, scores: np.ndarray, *, n_members: int, n_non_members: int, n_reference: int,
-             first_half: np.ndarray, delta: float, confidence: float, notes: str) -> AttackResult:
-    """``membership.py`` rules 3-4 on scores of the targets (members first)."""
-    labels = np.arange(len(scores)) < n_members
-    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
-    threshold = _best_threshold(scores[first_half], labels[first_half], delta=delta, confidence=confidence)
-    tp, fn, fp, tn = (int(c[0]) for c in _counts_at(scores[~first_half], labels[~first_half],
-                                                     np.array([threshold])))
-    return AttackResult(
-        attack_id=attack_id,
-        auc=float(roc_auc_score(labels, scores)),
-        tpr_at_fpr={key: _tpr_at(fpr, tpr, target) for key, target in TPR_FPR_TARGETS.items()},
-        empirical_epsilon=empirical_epsilon(tp, fn, fp, tn, delta=delta, confidence=confidence),
-        counts={"tp": tp, "fn": fn, "fp": fp, "tn": tn},
-        roc_fpr=ROC_FPR_GRID,
-        roc_tpr=tuple(_tpr_at(fpr, tpr, g) for g in ROC_FPR_GRID),
-        n_members=n_members, n_non_members=n_non_members, n_reference=n_reference, n_synthetic=0,
-        notes=f"{notes}; epsilon: threshold chosen on half of the targets, counted on the other half "
-              f"(delta={delta:g})",
-    )
