@@ -108,3 +108,151 @@ def marginals(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> li
             rows.append({"column": col.name, "statistic": "missing",
                          "real": float(r.isna().mean()), "synthetic": float(s.isna().mean())})
     return rows
+
+
+# -- benchmark figures: other-column TSTR, marginal TVD, detection ---------------------------
+#
+# These read real rows on both sides (training rows to decide which columns are scored, the
+# holdout to score): they are for benchmarks on public data (the demo tables), not figures
+# the appliance releases about a private table.
+
+OTHER_COLUMN_MIN_SHARE = 0.05   # issue 7: a column is an outcome if its rarest class holds >= 5% of rows
+TVD_NUMERIC_BINS = 16           # issue 7: numerics in 16 equal-width bins over the public bounds
+DETECTION_FOLDS = 5
+
+
+def other_column_tstr(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, schema: Schema, *,
+                      seed: int, threads: int = 1) -> dict:
+    """TSTR with every other categorical column in turn as the outcome (issue 7, figure 2).
+
+    Eligible: each categorical column of the schema other than the target (string- or
+    integer-coded categories alike) whose rarest category holds at least
+    ``OTHER_COLUMN_MIN_SHARE`` of the *real training rows* (a category with no row is the
+    rarest, so the column is left out). Deciding this from the real rows is fine for a
+    benchmark on public demo data; it is not a rule a release could apply to private data.
+    Rows whose outcome is missing are left out of that column's fit and score. Features:
+    every other modelled column, the target included (``feature_matrix``).
+
+    Returns ``{"columns": {name: {"tstr_auroc", "trtr_auroc", "ratio"}}, "mean_ratio"}``;
+    ``mean_ratio`` is NaN when no column is eligible.
+    """
+    target = schema.target.name if schema.target else None
+    scores: dict[str, dict[str, float]] = {}
+    for col in _eligible_outcomes(train, schema, exclude=target):
+        keep = [f[f[col.name].notna()] for f in (synthetic, train, holdout)]
+        scores[col.name] = {k: v for k, v in tstr(*keep, schema, outcome=col.name, seed=seed,
+                                                 threads=threads).items() if k != "signal_kept"}
+    ratios = [s["ratio"] for s in scores.values()]
+    return {"columns": scores, "mean_ratio": float(np.mean(ratios)) if ratios else float("nan")}
+
+
+def _eligible_outcomes(train: pd.DataFrame, schema: Schema, *, exclude: str | None) -> list[CategoricalColumn]:
+    out = []
+    for col in schema.modelled:
+        if not isinstance(col, CategoricalColumn) or col.name == exclude or len(train) == 0:
+            continue
+        codes = pd.Categorical(train[col.name], categories=list(col.categories)).codes
+        shares = np.bincount(codes[codes >= 0], minlength=len(col.categories)) / len(train)
+        if shares.min() >= OTHER_COLUMN_MIN_SHARE:
+            out.append(col)
+    return out
+
+
+def marginal_cells(frame: pd.DataFrame, schema: Schema) -> list[tuple[str, np.ndarray, int]]:
+    """Each modelled column (target included) as (name, cell index per row, number of cells).
+
+    Categories: their index in the schema's list. Numerics: ``TVD_NUMERIC_BINS`` equal-width
+    bins over the public bounds, on the log scale where the schema says ``transform = "log"``
+    (values outside the bounds are clipped into the end bins). Missing values: one extra,
+    last cell, present for every column so that an unexpected missing value still counts.
+    """
+    out = []
+    for col in schema.modelled:
+        if isinstance(col, CategoricalColumn):
+            idx = pd.Categorical(frame[col.name], categories=list(col.categories)).codes.astype(np.int64)
+            size = len(col.categories)
+            idx = np.where(idx < 0, size, idx)
+        else:
+            x = pd.to_numeric(frame[col.name]).to_numpy(dtype=np.float64, na_value=np.nan)
+            missing = np.isnan(x)
+            x = np.clip(np.where(missing, col.lower, x), col.lower, col.upper)
+            if col.transform == "log":
+                u = np.log1p(x - col.lower) / np.log1p(col.upper - col.lower)
+            else:
+                u = (x - col.lower) / (col.upper - col.lower)
+            size = TVD_NUMERIC_BINS
+            idx = np.where(missing, size, np.minimum(np.floor(u * size), size - 1)).astype(np.int64)
+        out.append((col.name, idx, size + 1))
+    return out
+
+
+def tvd(synthetic: pd.DataFrame, real: pd.DataFrame, schema: Schema, *, order: int) -> float:
+    """Mean total-variation distance over all one-way (``order=1``) or two-way (``order=2``)
+    marginals of the modelled columns (target included), on the cells of ``marginal_cells``.
+
+    TVD of one marginal: half the L1 distance between the two tables' cell shares, so 0 for
+    identical shares and 1 for disjoint supports.
+    """
+    if order not in (1, 2):
+        raise ValueError("order must be 1 or 2")
+    if len(synthetic) == 0 or len(real) == 0:
+        raise ValueError("tvd needs rows on both sides")
+    syn, rea = marginal_cells(synthetic, schema), marginal_cells(real, schema)
+    groups = [(i,) for i in range(len(syn))] if order == 1 else \
+        [(i, j) for i in range(len(syn)) for j in range(i + 1, len(syn))]
+    if not groups:
+        raise ValueError("tvd of order 2 needs at least two modelled columns")
+    distances = []
+    for group in groups:
+        shares = []
+        for table, n in ((syn, len(synthetic)), (rea, len(real))):
+            index = np.zeros(n, dtype=np.int64)
+            for k in group:
+                index = index * table[k][2] + table[k][1]
+            size = int(np.prod([table[k][2] for k in group]))
+            shares.append(np.bincount(index, minlength=size) / n)
+        distances.append(0.5 * np.abs(shares[0] - shares[1]).sum())
+    return float(np.mean(distances))
+
+
+def all_columns_matrix(frame: pd.DataFrame, schema: Schema) -> tuple[np.ndarray, list[bool]]:
+    """``feature_matrix``'s encoding of every modelled column, the target included."""
+    cols, is_cat = [], []
+    for col in schema.modelled:
+        if isinstance(col, CategoricalColumn):
+            codes = pd.Categorical(frame[col.name], categories=list(col.categories)).codes.astype(np.float64)
+            cols.append(np.where(codes < 0, np.nan, codes))
+            is_cat.append(True)
+        else:
+            cols.append(pd.to_numeric(frame[col.name]).to_numpy(dtype=np.float64, na_value=np.nan))
+            is_cat.append(False)
+    return np.column_stack(cols), is_cat
+
+
+def detection_auc(synthetic: pd.DataFrame, real_holdout: pd.DataFrame, schema: Schema, *,
+                  seed: int, threads: int = 1) -> float:
+    """AUC of a classifier telling real holdout rows from synthetic ones (0.5: indistinguishable).
+
+    Balanced: the synthetic rows are subsampled (without replacement, ``seed``) to the
+    holdout's size (or the holdout to the synthetic size if that is smaller). A
+    HistGradientBoosting classifier on every modelled column, the target included
+    (``all_columns_matrix``), scores each row by ``DETECTION_FOLDS``-fold stratified
+    cross-validated predictions; the AUC is computed over all rows at once.
+    """
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    rng = np.random.default_rng(seed)
+    n = min(len(synthetic), len(real_holdout))
+    if n < DETECTION_FOLDS:
+        raise ValueError(f"detection needs at least {DETECTION_FOLDS} rows on each side")
+    syn = synthetic.iloc[np.sort(rng.choice(len(synthetic), n, replace=False))]
+    rea = real_holdout.iloc[np.sort(rng.choice(len(real_holdout), n, replace=False))]
+    x_syn, is_cat = all_columns_matrix(syn, schema)
+    x_real, _ = all_columns_matrix(rea, schema)
+    x = np.vstack([x_real, x_syn])
+    label = np.concatenate([np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)])
+    model = HistGradientBoostingClassifier(categorical_features=np.array(is_cat), random_state=seed)
+    folds = StratifiedKFold(n_splits=DETECTION_FOLDS, shuffle=True, random_state=seed)
+    with threadpool_limits(limits=threads):
+        proba = cross_val_predict(model, x, label, cv=folds, method="predict_proba")
+    return float(roc_auc_score(label, proba[:, 1]))

@@ -23,6 +23,7 @@ from hgan.release.errors import HganError
 
 # command name -> "module:attribute"; imported lazily (rule 4)
 COMMANDS = {
+    "audit": "hgan.audit.cli:audit",
     "demo": "hgan.appliance.cli:demo",
     "schema": "hgan.appliance.cli:schema",
     "train": "hgan.appliance.cli:train",

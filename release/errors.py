@@ -27,6 +27,8 @@ Codes (each defined once, in ``CODES``):
     model.invalid          a model's metadata or weights do not match its declared architecture
     sample.options         sampling options are out of range or name an unknown column/class
     output.exists          an output path exists and would be overwritten
+    audit.inputs           the audit's inputs do not fit together (model or synthetic, sizes, claim)
+    audit.report           a report file is not a complete report of this format
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ CODES: dict[str, str] = {
     "model.invalid": "a model's metadata or weights do not match its declared architecture",
     "sample.options": "sampling options are out of range or name an unknown column/class",
     "output.exists": "an output path exists and would be overwritten",
+    "audit.inputs": "the audit's inputs do not fit together (model or synthetic, sizes, claim)",
+    "audit.report": "a report file is not a complete report of this format",
 }
 
 
