@@ -26,6 +26,7 @@ Fields (one line each, reused by the HTML as explanations):
     data            how many rows each role of the attacks used (members, non-members, reference, synthetic)
     attacks         membership attacks: AUC, TPR at low FPR, ROC curve and a 95% lower bound on epsilon
     risks           Anonymeter risks (singling out, linkability, inference): excess success on training rows over control rows
+    copies          exact copies of real rows among the synthetic ones, and distances to the closest synthetic row (informative, not a guarantee)
     utility         how useful the synthetic rows are: TSTR, marginals, total variation and detection AUC
     dp_consistency  whether any attack beats what the claimed (epsilon, delta) allows ("broken" fails the candidate)
     timings         seconds spent in each step of the audit
@@ -79,6 +80,7 @@ class AuditReport:
     data: dict[str, Any]
     attacks: tuple[dict[str, Any], ...]
     risks: tuple[dict[str, Any], ...]
+    copies: dict[str, Any]
     utility: dict[str, Any]
     dp_consistency: dict[str, Any]
     timings: dict[str, float]
@@ -101,8 +103,8 @@ class AuditReport:
             _bad(source, f"fields differ (missing: {sorted(names - set(raw)) or 'none'}; "
                          f"unexpected: {sorted(set(raw) - names) or 'none'})")
         types = {"created": str, "seed": int, "source": dict, "verdict_inputs": dict, "data": dict,
-                 "attacks": list, "risks": list, "utility": dict, "dp_consistency": dict, "timings": dict,
-                 "notes": list}
+                 "attacks": list, "risks": list, "copies": dict, "utility": dict, "dp_consistency": dict,
+                 "timings": dict, "notes": list}
         for name, kind in types.items():
             if not isinstance(raw[name], kind):
                 _bad(source, f"field {name!r} must be a {kind.__name__}")
@@ -135,7 +137,11 @@ class AuditReport:
             "risks": [{"attack_id": r["attack_id"], **({"risk": r["risk"]} if "risk" in r
                                                        else {"skipped": r.get("skipped")})}
                       for r in self.risks],
-            "tstr_ratio": tstr.get("ratio"), "data": {k: v for k, v in self.data.items() if isinstance(v, int)},
+            "tstr_ratio": tstr.get("ratio"),
+            "exact_copies": {k: v for k, v in self.copies.get("exact", {}).items() if not k.startswith("n_")},
+            "detection_auc": self.utility.get("detection_auc"), "tvd_2way": self.utility.get("tvd_2way"),
+            "association_mean_abs_difference": (self.utility.get("association") or {}).get("mean_abs_difference"),
+            "data": {k: v for k, v in self.data.items() if isinstance(v, int)},
             "seconds": self.timings.get("total"),
         }
 
@@ -190,7 +196,7 @@ def _write_synced(path: Path, data: bytes) -> None:
 _CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
 .broken{color:#b00;font-weight:bold}.warn{background:#fff3cd;padding:.4em}.ok{color:#070;font-weight:bold}.expl{color:#555;font-style:italic}
-figure{display:inline-block;margin:.5em}svg text{font-size:10px}"""
+figure{display:inline-block;margin:.5em}.plots{display:flex;flex-wrap:wrap}.plots figure{width:270px}svg text{font-size:10px}"""
 
 
 def _e(x: Any) -> str:
@@ -219,7 +225,7 @@ def render_html(report: AuditReport) -> str:
     parts.append(_section("attacks", "Membership attacks"))
     parts.append("<p class='expl'>Each curve: how many training rows an attacker flags (true positives) against "
                  "how many never-seen rows it wrongly flags (false positives); the diagonal is guessing.</p>")
-    parts += [_roc_svg(a) for a in d["attacks"]]
+    parts.append("<div class='plots'>" + "".join(_roc_svg(a) for a in d["attacks"]) + "</div>")
     parts.append(_table(["attack", "AUC", "TPR at 1% FPR", "TPR at 0.1% FPR", "epsilon lower bound (95%)", "notes"],
                         [[a["attack_id"], _num(a["auc"]), _num(a["tpr_at_fpr"].get("0.01")),
                           _num(a["tpr_at_fpr"].get("0.001")), _num(a["empirical_epsilon"]["low"]), a["notes"]]
@@ -228,6 +234,8 @@ def render_html(report: AuditReport) -> str:
     parts.append(_table(["attack", "risk [95% CI]", "notes"],
                         [[r["attack_id"], _ci(r["risk"]) if "risk" in r else "skipped",
                           r.get("notes", r.get("skipped", ""))] for r in d["risks"]]))
+    parts.append(_section("copies", "Copies of real rows"))
+    parts.append(_copies_html(d["copies"]))
     parts.append(_section("utility", "Utility"))
     parts.append(_utility_html(d["utility"]))
     parts.append(_section("data", "Rows used"))
@@ -310,7 +318,88 @@ def _utility_html(u: dict[str, Any]) -> str:
                      "detection AUC 0.5 means a classifier cannot tell synthetic from real rows.</p>")
         parts.append(_table(["figure", "value"], extra))
     parts.append(_marginals_svg(u.get("marginals", [])))
+    if u.get("fidelity"):
+        parts.append("<p class='expl'>Per column: distance between the real (training) and synthetic distributions "
+                     "of its values, total variation for categories, Kolmogorov-Smirnov for numbers (0 = identical, "
+                     "1 = disjoint), and the share of missing values on each side.</p>")
+        parts.append(_table(["column", "statistic", "distance", "missing (real)", "missing (synthetic)"],
+                            [[r["column"], r["statistic"], _num(r["value"]), _num(r["missing_real"]),
+                              _num(r["missing_synthetic"])] for r in u["fidelity"]]))
+    if u.get("association"):
+        parts.append(_association_svg(u["association"]))
+    if u.get("per_class"):
+        parts.append("<p class='expl'>The same figures within each class of the target (synthetic rows of a class "
+                     "against real rows of that class): what a researcher sampling one class gets.</p>")
+        keys = ["mean_fidelity_distance", "tvd_1way", "tvd_2way", "association_mean_abs_difference",
+                "detection_auc"]
+        parts.append(_table(["class", "synthetic share", *keys],
+                            [[r["class"], _num(r["synthetic_share"]), *(_num(r.get(k)) for k in keys)]
+                             for r in u["per_class"]]))
     return "\n".join(parts)
+
+
+def _copies_html(c: dict[str, Any]) -> str:
+    exact = c.get("exact", {})
+    rows = [[k.replace("_", " "), _num(v, 4)] for k, v in exact.items() if not k.startswith("n_")]
+    parts = ["<p class='expl'>Identical rows (every modelled column equal). Training rows reproduced far more often "
+             "than never-seen rows means memorisation; equal rates mean the rows are simply common.</p>",
+             _table(["figure", "share"], rows)]
+    dcr = c.get("dcr")
+    if dcr:
+        parts.append(_dcr_svg(dcr))
+    return "\n".join(parts)
+
+
+def _dcr_svg(dcr: dict[str, Any]) -> str:
+    """Grouped bars: share of members and of non-members per distance bin."""
+    edges = dcr["bin_edges"]
+    labels = ["exact"] + [f"<{hi:g}" if lo < 1e-3 else f"{lo:g}-{hi:g}" for lo, hi in zip(edges[1:-2], edges[2:-1])]
+    labels.append(f">={edges[-2]:g}")
+    w, h, pad, group = 560, 220, 30, 52
+    items = []
+    for k, label in enumerate(labels):
+        x = pad + k * group
+        for j, (role, colour) in enumerate((("members", "#c33"), ("non_members", "#36c"))):
+            v = dcr[role][k] or 0.0
+            bar = v * (h - 2 * pad)
+            items.append(f"<rect x='{x + j * 20}' y='{h - pad - bar:.1f}' width='18' height='{bar:.1f}' "
+                         f"fill='{colour}'/>")
+        items.append(f"<text x='{x + 19}' y='{h - pad + 12}' text-anchor='middle'>{_e(label)}</text>")
+    legend = ("<rect x='40' y='4' width='10' height='10' fill='#c33'/><text x='54' y='13'>training rows</text>"
+              "<rect x='160' y='4' width='10' height='10' fill='#36c'/><text x='174' y='13'>never-seen rows</text>")
+    return (f"<figure><svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' role='img' "
+            f"aria-label='distance to the closest synthetic row'>{legend}{''.join(items)}"
+            f"<line x1='{pad}' y1='{h - pad}' x2='{w - pad}' y2='{h - pad}' stroke='#999'/></svg>"
+            f"<figcaption class='expl'>Share of training rows (red) and never-seen rows (blue) by distance to their "
+            f"closest synthetic row (1 = one category changed, or a number's whole range): red bars piled at the "
+            f"left mean the generator copies its training rows.</figcaption></figure>")
+
+
+def _association_svg(a: dict[str, Any]) -> str:
+    """Heat map of |association(real) - association(synthetic)| for each pair of columns."""
+    names, real, syn = a["columns"], a["real"], a["synthetic"]
+    d = len(names)
+    cell = max(6, min(22, 440 // max(d, 1)))
+    label_w = 130
+    size = label_w + d * cell + 10
+    items = []
+    for i in range(d):
+        items.append(f"<text x='{label_w - 4}' y='{label_w + i * cell + cell * 0.75:.1f}' text-anchor='end'>"
+                     f"{_e(names[i])}</text>")
+        items.append(f"<text x='{label_w + i * cell + cell * 0.75:.1f}' y='{label_w - 4}' "
+                     f"transform='rotate(-60 {label_w + i * cell + cell * 0.75:.1f} {label_w - 4})'>"
+                     f"{_e(names[i])}</text>")
+        for j in range(d):
+            diff = min(abs((real[i][j] or 0.0) - (syn[i][j] or 0.0)), 1.0)
+            shade = int(255 - 200 * min(diff / 0.3, 1.0))  # full colour at a difference of 0.3
+            items.append(f"<rect x='{label_w + j * cell}' y='{label_w + i * cell}' width='{cell - 1}' "
+                         f"height='{cell - 1}' fill='rgb(255,{shade},{shade})'/>")
+    return (f"<figure><svg xmlns='http://www.w3.org/2000/svg' width='{size}' height='{size}' role='img' "
+            f"aria-label='association difference'>{''.join(items)}</svg>"
+            f"<figcaption class='expl'>Difference in association between each pair of columns, real (training) vs "
+            f"synthetic (Spearman correlation for two numbers, Cramer's V otherwise); white = kept, dark red = a "
+            f"difference of 0.3 or more. Mean difference {_num(a.get('mean_abs_difference'))}, largest "
+            f"{_num(a.get('max_abs_difference'))}.</figcaption></figure>")
 
 
 def _marginals_svg(rows: list[dict[str, Any]]) -> str:

@@ -24,9 +24,13 @@ Rules, in the order the facade applies them:
    multivariate), linkability, and attribute inference of the target and the
    first modelled columns, at most ``INFERENCE_MAX_SECRETS`` secrets in all
    (bounds the time on wide tables).
-5. Utility: TSTR on the whole real holdout, the marginals of training vs
-   synthetic rows, and, where ``audit/utility.py`` provides them, the mean
-   one- and two-way total variation and the detection AUC.
+5. Copies (``copies.py``): exact copies of members and non-members among the
+   synthetic rows, and the binned distances to the closest synthetic row.
+   Utility (``utility.py``): TSTR on the whole real holdout; against the
+   training rows the marginals, the per-column fidelity (TVD, KS, missing
+   rates) and the association difference; against the holdout the mean one-
+   and two-way total variation and the detection AUC; and all but TSTR again
+   within each class of the target (``per_class``).
    ``other_column_tstr`` is not run: its docstring says it decides which
    columns to score from the real training rows, a benchmark figure for
    public data only.
@@ -61,6 +65,7 @@ import numpy as np
 import pandas as pd
 
 from hgan.audit import utility
+from hgan.audit.copies import copy_figures
 from hgan.audit.attacks.inference import InferenceEvaluator
 from hgan.audit.attacks.linkability import LinkabilityEvaluator
 from hgan.audit.attacks.membership import run_membership_attacks
@@ -116,7 +121,7 @@ def audit(*, model_dir: str | Path | None = None, synthetic: pd.DataFrame | None
     delta = claim["delta"] if claim["delta"] is not None else 0.0
 
     steps = (["sample"] if model is not None else []) + ["membership"] + (["whitebox"] if model else []) + \
-        [f"singling_out.{m}" for m in MODES] + ["linkability", "inference", "utility"]
+        [f"singling_out.{m}" for m in MODES] + ["linkability", "inference", "copies", "utility"]
     timings: dict[str, float] = {}
     state = {"done": 0}
 
@@ -162,6 +167,8 @@ def audit(*, model_dir: str | Path | None = None, synthetic: pd.DataFrame | None
                                                             rng["inference"], secrets=secrets_).evaluate()]
 
     # rule 5
+    with step("copies"):
+        copies = copy_figures(synthetic, members, non_members, schema)
     with step("utility"):
         utility_figures = _utility(synthetic, members, holdout, schema, int(rng["utility"].integers(2**31)))
 
@@ -190,7 +197,7 @@ def audit(*, model_dir: str | Path | None = None, synthetic: pd.DataFrame | None
         format=FORMAT, created=datetime.now(timezone.utc).isoformat(timespec="seconds"), seed=seed,
         source=_json_safe(source), verdict_inputs=_json_safe(claim), data=data,
         attacks=tuple(_json_safe(a) for a in attacks), risks=tuple(_json_safe(r) for r in risks),
-        utility=_json_safe(utility_figures), dp_consistency=dp,
+        copies=_json_safe(copies), utility=_json_safe(utility_figures), dp_consistency=dp,
         timings={k: round(v, 3) for k, v in timings.items()}, notes=tuple(notes))
 
 
@@ -242,16 +249,16 @@ def _utility(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame
         out["tstr"] = utility.tstr(synthetic, train, holdout, schema, seed=seed)
     else:
         out["tstr"] = None
-    if hasattr(utility, "tvd"):
-        out["tvd_1way"] = utility.tvd(synthetic, holdout, schema, order=1)
-        if len(schema.modelled) >= 2:
-            out["tvd_2way"] = utility.tvd(synthetic, holdout, schema, order=2)
-    if hasattr(utility, "detection_auc"):
-        try:
-            out["detection_auc"] = utility.detection_auc(synthetic, holdout, schema, seed=seed)
-        except ValueError as exc:
-            out["detection_auc"] = None
-            out["detection_skipped"] = str(exc)
+    out["fidelity"] = utility.column_fidelity(train, synthetic, schema)
+    out["tvd_1way"] = utility.tvd(synthetic, holdout, schema, order=1)
+    out["tvd_2way"] = utility.tvd(synthetic, holdout, schema, order=2) if len(schema.modelled) >= 2 else None
+    out["association"] = utility.association_difference(train, synthetic, schema)
+    try:
+        out["detection_auc"] = utility.detection_auc(synthetic, holdout, schema, seed=seed)
+    except ValueError as exc:
+        out["detection_auc"] = None
+        out["detection_skipped"] = str(exc)
+    out["per_class"] = utility.per_class(synthetic, train, holdout, schema, seed=seed)
     return out
 
 

@@ -17,7 +17,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from hgan.release.schema import CategoricalColumn, Schema
+from hgan.release.schema import CategoricalColumn, Column, Schema
 
 
 def stratified_split(frame: pd.DataFrame, schema: Schema, *, holdout: float,
@@ -110,11 +110,10 @@ def marginals(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema) -> li
     return rows
 
 
-# -- benchmark figures: other-column TSTR, marginal TVD, detection ---------------------------
+# -- other-column TSTR, marginal TVD, detection ----------------------------------------------
 #
-# These read real rows on both sides (training rows to decide which columns are scored, the
-# holdout to score): they are for benchmarks on public data (the demo tables), not figures
-# the appliance releases about a private table.
+# These read real rows on both sides: exact figures for the benchmarks and for the audit's
+# confidential report, never figures the appliance releases about a private table.
 
 OTHER_COLUMN_MIN_SHARE = 0.05   # issue 7: a column is an outcome if its rarest class holds >= 5% of rows
 TVD_NUMERIC_BINS = 16           # issue 7: numerics in 16 equal-width bins over the public bounds
@@ -158,8 +157,10 @@ def _eligible_outcomes(train: pd.DataFrame, schema: Schema, *, exclude: str | No
     return out
 
 
-def marginal_cells(frame: pd.DataFrame, schema: Schema) -> list[tuple[str, np.ndarray, int]]:
-    """Each modelled column (target included) as (name, cell index per row, number of cells).
+def marginal_cells(frame: pd.DataFrame, schema: Schema,
+                   columns: list[Column] | None = None) -> list[tuple[str, np.ndarray, int]]:
+    """Each of ``columns`` (default: the modelled columns, target included) as (name, cell index
+    per row, number of cells).
 
     Categories: their index in the schema's list. Numerics: ``TVD_NUMERIC_BINS`` equal-width
     bins over the public bounds, on the log scale where the schema says ``transform = "log"``
@@ -167,7 +168,7 @@ def marginal_cells(frame: pd.DataFrame, schema: Schema) -> list[tuple[str, np.nd
     last cell, present for every column so that an unexpected missing value still counts.
     """
     out = []
-    for col in schema.modelled:
+    for col in schema.modelled if columns is None else columns:
         if isinstance(col, CategoricalColumn):
             idx = pd.Categorical(frame[col.name], categories=list(col.categories)).codes.astype(np.int64)
             size = len(col.categories)
@@ -186,9 +187,11 @@ def marginal_cells(frame: pd.DataFrame, schema: Schema) -> list[tuple[str, np.nd
     return out
 
 
-def tvd(synthetic: pd.DataFrame, real: pd.DataFrame, schema: Schema, *, order: int) -> float:
+def tvd(synthetic: pd.DataFrame, real: pd.DataFrame, schema: Schema, *, order: int,
+        columns: list[Column] | None = None) -> float:
     """Mean total-variation distance over all one-way (``order=1``) or two-way (``order=2``)
-    marginals of the modelled columns (target included), on the cells of ``marginal_cells``.
+    marginals of ``columns`` (default: the modelled columns, target included), on the cells of
+    ``marginal_cells``.
 
     TVD of one marginal: half the L1 distance between the two tables' cell shares, so 0 for
     identical shares and 1 for disjoint supports.
@@ -197,7 +200,7 @@ def tvd(synthetic: pd.DataFrame, real: pd.DataFrame, schema: Schema, *, order: i
         raise ValueError("order must be 1 or 2")
     if len(synthetic) == 0 or len(real) == 0:
         raise ValueError("tvd needs rows on both sides")
-    syn, rea = marginal_cells(synthetic, schema), marginal_cells(real, schema)
+    syn, rea = marginal_cells(synthetic, schema, columns), marginal_cells(real, schema, columns)
     groups = [(i,) for i in range(len(syn))] if order == 1 else \
         [(i, j) for i in range(len(syn)) for j in range(i + 1, len(syn))]
     if not groups:
@@ -215,10 +218,11 @@ def tvd(synthetic: pd.DataFrame, real: pd.DataFrame, schema: Schema, *, order: i
     return float(np.mean(distances))
 
 
-def all_columns_matrix(frame: pd.DataFrame, schema: Schema) -> tuple[np.ndarray, list[bool]]:
-    """``feature_matrix``'s encoding of every modelled column, the target included."""
+def all_columns_matrix(frame: pd.DataFrame, schema: Schema,
+                       columns: list[Column] | None = None) -> tuple[np.ndarray, list[bool]]:
+    """``feature_matrix``'s encoding of ``columns`` (default: every modelled column, the target included)."""
     cols, is_cat = [], []
-    for col in schema.modelled:
+    for col in schema.modelled if columns is None else columns:
         if isinstance(col, CategoricalColumn):
             codes = pd.Categorical(frame[col.name], categories=list(col.categories)).codes.astype(np.float64)
             cols.append(np.where(codes < 0, np.nan, codes))
@@ -230,7 +234,7 @@ def all_columns_matrix(frame: pd.DataFrame, schema: Schema) -> tuple[np.ndarray,
 
 
 def detection_auc(synthetic: pd.DataFrame, real_holdout: pd.DataFrame, schema: Schema, *,
-                  seed: int, threads: int = 1) -> float:
+                  seed: int, threads: int = 1, columns: list[Column] | None = None) -> float:
     """AUC of a classifier telling real holdout rows from synthetic ones (0.5: indistinguishable).
 
     Balanced: the synthetic rows are subsampled (without replacement, ``seed``) to the
@@ -247,8 +251,8 @@ def detection_auc(synthetic: pd.DataFrame, real_holdout: pd.DataFrame, schema: S
         raise ValueError(f"detection needs at least {DETECTION_FOLDS} rows on each side")
     syn = synthetic.iloc[np.sort(rng.choice(len(synthetic), n, replace=False))]
     rea = real_holdout.iloc[np.sort(rng.choice(len(real_holdout), n, replace=False))]
-    x_syn, is_cat = all_columns_matrix(syn, schema)
-    x_real, _ = all_columns_matrix(rea, schema)
+    x_syn, is_cat = all_columns_matrix(syn, schema, columns)
+    x_real, _ = all_columns_matrix(rea, schema, columns)
     x = np.vstack([x_real, x_syn])
     label = np.concatenate([np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)])
     model = HistGradientBoostingClassifier(categorical_features=np.array(is_cat), random_state=seed)
@@ -256,3 +260,142 @@ def detection_auc(synthetic: pd.DataFrame, real_holdout: pd.DataFrame, schema: S
     with threadpool_limits(limits=threads):
         proba = cross_val_predict(model, x, label, cv=folds, method="predict_proba")
     return float(roc_auc_score(label, proba[:, 1]))
+
+
+# -- per-column fidelity, pairwise association, per class -------------------------------------
+
+def column_fidelity(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,
+                    columns: list[Column] | None = None) -> list[dict]:
+    """One row per column of ``columns`` (default: the modelled ones): the distance between the
+    real and the synthetic distribution of its present values, and both missing-value rates.
+
+    Categorical: total variation of the category shares (``"tvd"``). Numeric: the
+    Kolmogorov-Smirnov statistic, the largest gap between the two empirical CDFs (``"ks"``).
+    Both are 0 for identical distributions and 1 for disjoint ones; ``value`` is None when one
+    side has no present value.
+    """
+    rows = []
+    for col in schema.modelled if columns is None else columns:
+        r, s = real[col.name], synthetic[col.name]
+        if isinstance(col, CategoricalColumn):
+            statistic, value = "tvd", _category_tvd(r, s, col)
+        else:
+            statistic, value = "ks", _ks(r, s)
+        rows.append({"column": col.name, "statistic": statistic, "value": value,
+                     "missing_real": float(r.isna().mean()), "missing_synthetic": float(s.isna().mean())})
+    return rows
+
+
+def _category_tvd(real: pd.Series, synthetic: pd.Series, col: CategoricalColumn) -> float | None:
+    shares = []
+    for series in (real, synthetic):
+        codes = pd.Categorical(series, categories=list(col.categories)).codes
+        codes = codes[codes >= 0]
+        if len(codes) == 0:
+            return None
+        shares.append(np.bincount(codes, minlength=len(col.categories)) / len(codes))
+    return float(0.5 * np.abs(shares[0] - shares[1]).sum())
+
+
+def _ks(real: pd.Series, synthetic: pd.Series) -> float | None:
+    a, b = (np.sort(pd.to_numeric(x).dropna().to_numpy(dtype=np.float64)) for x in (real, synthetic))
+    if len(a) == 0 or len(b) == 0:
+        return None
+    grid = np.concatenate([a, b])
+    return float(np.max(np.abs(np.searchsorted(a, grid, side="right") / len(a)
+                               - np.searchsorted(b, grid, side="right") / len(b))))
+
+
+def association_matrix(frame: pd.DataFrame, schema: Schema,
+                       columns: list[Column] | None = None) -> tuple[list[str], np.ndarray]:
+    """Pairwise association of ``columns`` (default: the modelled ones): (names, symmetric matrix).
+
+    Two numeric columns: Spearman's rank correlation on the rows where both are present (in
+    [-1, 1]; 0 when fewer than 3 such rows or a column is constant there). Any pair with a
+    categorical column: Cramer's V of the cells of ``marginal_cells`` (numerics in 16 public
+    bins, missing its own cell), in [0, 1]. The diagonal is 1.
+    """
+    columns = schema.modelled if columns is None else columns
+    cells = marginal_cells(frame, schema, columns)
+    numeric = {col.name: pd.to_numeric(frame[col.name]).to_numpy(dtype=np.float64, na_value=np.nan)
+               for col in columns if not isinstance(col, CategoricalColumn)}
+    d = len(columns)
+    out = np.eye(d)
+    for i in range(d):
+        for j in range(i + 1, d):
+            a, b = columns[i].name, columns[j].name
+            if a in numeric and b in numeric:
+                value = _spearman(numeric[a], numeric[b])
+            else:
+                value = _cramers_v(cells[i][1], cells[i][2], cells[j][1], cells[j][2])
+            out[i, j] = out[j, i] = value
+    return [c.name for c in columns], out
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    both = ~(np.isnan(x) | np.isnan(y))
+    if both.sum() < 3:
+        return 0.0
+    rx, ry = (pd.Series(v[both]).rank().to_numpy() for v in (x, y))
+    if rx.std() == 0 or ry.std() == 0:
+        return 0.0
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _cramers_v(a: np.ndarray, size_a: int, b: np.ndarray, size_b: int) -> float:
+    table = np.bincount(a * size_b + b, minlength=size_a * size_b).reshape(size_a, size_b).astype(np.float64)
+    table = table[table.sum(1) > 0][:, table.sum(0) > 0]
+    k = min(table.shape) - 1
+    n = table.sum()
+    if k == 0 or n == 0:
+        return 0.0
+    expected = np.outer(table.sum(1), table.sum(0)) / n
+    chi2 = float(((table - expected) ** 2 / expected).sum())
+    return float(np.sqrt(min(chi2 / (n * k), 1.0)))
+
+
+def association_difference(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,
+                           columns: list[Column] | None = None) -> dict:
+    """Both association matrices, and the mean and largest absolute difference off the diagonal."""
+    names, a = association_matrix(real, schema, columns)
+    _, b = association_matrix(synthetic, schema, columns)
+    off = ~np.eye(len(names), dtype=bool)
+    diff = np.abs(a - b)[off]
+    return {"columns": names, "real": a.round(4).tolist(), "synthetic": b.round(4).tolist(),
+            "mean_abs_difference": float(diff.mean()) if diff.size else None,
+            "max_abs_difference": float(diff.max()) if diff.size else None}
+
+
+def per_class(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, schema: Schema, *,
+              seed: int, threads: int = 1) -> list[dict]:
+    """The target-conditional case: for each class of the target, the synthetic rows of that class
+    against the real rows of that class, on every other modelled column.
+
+    Per class: the mean per-column fidelity (``column_fidelity`` against the training rows), the
+    mean one- and two-way TVD and the detection AUC (against the holdout rows), and the mean
+    association difference (training rows). A class with no synthetic or no real row, or too few
+    rows for detection, reports None for the figures it cannot compute and says why.
+    """
+    if schema.target is None:
+        return []
+    target = schema.target
+    others = [c for c in schema.modelled if c.name != target.name]
+    out = []
+    for label in target.categories:
+        syn, tr, ho = (f[f[target.name] == label] for f in (synthetic, train, holdout))
+        row: dict = {"class": label, "synthetic_share": float(len(syn) / max(len(synthetic), 1))}
+        if min(len(syn), len(tr), len(ho)) == 0:
+            out.append({**row, "skipped": "no synthetic or no real row of this class"})
+            continue
+        fidelity = [r["value"] for r in column_fidelity(tr, syn, schema, others) if r["value"] is not None]
+        row["mean_fidelity_distance"] = float(np.mean(fidelity)) if fidelity else None
+        row["tvd_1way"] = tvd(syn, ho, schema, order=1, columns=others)
+        row["tvd_2way"] = tvd(syn, ho, schema, order=2, columns=others) if len(others) >= 2 else None
+        row["association_mean_abs_difference"] = association_difference(tr, syn, schema, others)[
+            "mean_abs_difference"]
+        try:
+            row["detection_auc"] = detection_auc(syn, ho, schema, seed=seed, threads=threads, columns=others)
+        except ValueError as exc:
+            row["detection_auc"], row["detection_skipped"] = None, str(exc)
+        out.append(row)
+    return out

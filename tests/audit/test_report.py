@@ -9,7 +9,7 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from hgan.audit.report import FIELD_DOCS, FORMAT, HTML_NAME, JSON_NAME, AuditReport, render_html, write_report
+from hgan.audit.report import CONFIDENTIALITY, FIELD_DOCS, FORMAT, HTML_NAME, JSON_NAME, AuditReport, render_html, write_report
 from hgan.audit.run import audit
 from hgan.release.errors import InvalidInput
 from tests.conftest import mixed_frame, mixed_schema
@@ -52,6 +52,9 @@ def test_html_is_self_contained_with_one_roc_svg_per_attack(leaky):
     page = render_html(report)
     assert page.count("aria-label='ROC curve of") == len(report.attacks) == 4
     assert "aria-label='real vs synthetic marginal shares'" in page
+    assert "aria-label='association difference'" in page
+    assert "aria-label='distance to the closest synthetic row'" in page
+    assert CONFIDENTIALITY in page
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
     assert "https://" not in page and "<link" not in page
     assert "broken" in page

@@ -47,6 +47,10 @@ def test_dp_model_at_epsilon_1_passes_the_dp_consistency_check(rotterdam, tmp_pa
     assert report.data["members"] == report.data["synthetic"] == len(train)
     assert report.source["weights_sha256"] and report.utility["tstr"]["ratio"] > 0
     assert all(a["auc"] < 0.7 for a in report.attacks)
+    exact = report.copies["exact"]
+    assert exact["members_reproduced"] <= exact["non_members_reproduced"] + 0.05
+    assert {"fidelity", "association", "per_class", "detection_auc"} <= set(report.utility)
+    assert [r["class"] for r in report.utility["per_class"]] == list(schema.target.categories)
 
 
 def test_copy_of_training_rows_breaks_the_dp_consistency_check(rotterdam):
@@ -56,6 +60,8 @@ def test_copy_of_training_rows_breaks_the_dp_consistency_check(rotterdam):
     assert report.dp_consistency["status"] == "broken"
     broken = {b["attack_id"] for b in report.dp_consistency["broken_attacks"]}
     assert "mia.dcr" in broken
+    assert report.copies["exact"]["members_reproduced"] == 1.0
+    assert report.copies["exact"]["non_members_reproduced"] < 0.05
     assert max(a["auc"] for a in report.attacks) > 0.95
     assert not any(a["attack_id"].startswith("mia.gan_leaks") for a in report.attacks)  # black-box only
 

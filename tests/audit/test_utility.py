@@ -1,4 +1,4 @@
-"""Benchmark figures of audit/utility.py: other-column TSTR, marginal TVD, detection AUC.
+"""Utility figures of audit/utility.py: other-column TSTR, TVD, detection AUC, fidelity, association, per class.
 
 Known answers on hand-made tables, and the demo tables where a figure needs a real signal.
 """
@@ -11,9 +11,13 @@ import pytest
 
 from hgan.appliance.data import load_table
 from hgan.audit.utility import (
+    association_difference,
+    association_matrix,
+    column_fidelity,
     detection_auc,
     marginal_cells,
     other_column_tstr,
+    per_class,
     stratified_split,
     tvd,
 )
@@ -162,3 +166,70 @@ def test_other_column_tstr_leaves_out_rare_categories_and_the_target():
     frame["sex"] = pd.Categorical(["F"] * 390 + ["M"] * 10, categories=["F", "M"])   # M: 2.5% < 5%
     got = other_column_tstr(frame, frame, frame, schema, seed=0)
     assert list(got["columns"]) == ["stage"]
+
+
+# -- per-column fidelity, association, per class ------------------------------------------------
+
+def test_fidelity_hand_worked_tvd_ks_and_missing_rates():
+    real = small_frame(["x", "x", "y", "y"], [0, 1, 2, 3], [1, 2, np.nan, np.nan])
+    syn = small_frame(["x", "x", "x", "y"], [10, 11, 12, 13], [1, 2, 3, np.nan])
+    rows = {r["column"]: r for r in column_fidelity(real, syn, small_schema())}
+    assert rows["a"]["statistic"] == "tvd" and rows["a"]["value"] == pytest.approx(0.25)
+    assert rows["b"]["statistic"] == "ks" and rows["b"]["value"] == pytest.approx(1.0)  # disjoint
+    assert rows["m"]["value"] == pytest.approx(1 / 3)  # {1,2} vs {1,2,3}: CDFs differ by 1/3 at 2
+    assert rows["m"]["missing_real"] == 0.5 and rows["m"]["missing_synthetic"] == 0.25
+
+
+def test_fidelity_of_a_column_with_no_present_value_is_none():
+    real = small_frame(["x", "y"], [0, 1], [np.nan, np.nan])
+    rows = {r["column"]: r for r in column_fidelity(real, real, small_schema())}
+    assert rows["m"]["value"] is None and rows["b"]["value"] == 0.0
+
+
+def test_association_finds_a_dependence_and_its_loss():
+    rng = np.random.default_rng(0)
+    b = rng.uniform(0, 16, 2000)
+    a = np.where(b > 8, "y", "x")                       # a depends on b
+    m = np.clip(b * 0.9 + rng.normal(0, 0.5, 2000), 0, 15)  # m increases with b
+    real = small_frame(list(a), list(b), list(m))
+    broken = small_frame(list(rng.permutation(a)), list(b), list(rng.permutation(m)))
+    names, matrix = association_matrix(real, small_schema())
+    assert names == ["a", "b", "m"] and np.allclose(matrix, matrix.T) and np.allclose(np.diag(matrix), 1)
+    assert matrix[0, 1] > 0.9 and matrix[1, 2] > 0.9   # Cramer's V (binned), Spearman
+    same = association_difference(real, real, small_schema())
+    assert same["max_abs_difference"] == 0.0
+    lost = association_difference(real, broken, small_schema())
+    assert lost["mean_abs_difference"] > 0.5
+
+
+def test_spearman_sign_is_kept():
+    b = np.linspace(0, 16, 100)
+    frame = small_frame(["x"] * 100, list(b), list(15 - b * 15 / 16))
+    _, matrix = association_matrix(frame, small_schema())
+    assert matrix[1, 2] == pytest.approx(-1.0)
+
+
+def test_per_class_sees_a_class_conditional_difference_the_whole_table_hides():
+    schema = mixed_schema()
+    real = mixed_frame(2000, seed=0)
+    syn = real.copy()
+    # swap sex between the classes: the whole table keeps its sex share, each class loses it
+    death = syn["death"].to_numpy()
+    sex = np.where(death == 1, "F", "M")
+    real = real.assign(sex=pd.Categorical(np.where(death == 1, "M", "F"), categories=["F", "M"]))
+    syn = syn.assign(sex=pd.Categorical(sex, categories=["F", "M"]))
+    rows = per_class(syn, real, real, schema, seed=0)
+    assert [r["class"] for r in rows] == [0, 1]
+    for r in rows:
+        assert r["tvd_1way"] > 0.05 and r["detection_auc"] > 0.9
+    assert sum(r["synthetic_share"] for r in rows) == pytest.approx(1.0)
+    same = per_class(real, real, real, schema, seed=0)
+    assert all(r["tvd_1way"] == 0.0 and r["mean_fidelity_distance"] == 0.0 for r in same)
+
+
+def test_per_class_says_when_a_class_has_no_synthetic_row():
+    schema = mixed_schema()
+    real = mixed_frame(300, seed=0)
+    syn = real[real["death"] == 0]
+    rows = {r["class"]: r for r in per_class(syn, real, real, schema, seed=0)}
+    assert "skipped" in rows[1] and rows[1]["synthetic_share"] == 0.0 and "tvd_1way" in rows[0]
