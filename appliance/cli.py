@@ -90,7 +90,7 @@ def train(data: str, schema_path: str, epsilon: float | None, delta: float | Non
 @click.option("--seed", type=int, default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def demo(out: str | None, epsilon: float, seed: int | None, as_json: bool) -> None:
-    """Train on an embedded real clinical table (flchain) and sample synthetic patients."""
+    """Train on an embedded real clinical table (flchain), sample synthetic patients, audit the generator."""
     from hgan.appliance.demo import run_demo
 
     out_dir = Path(out or f"hgan-demo-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -154,3 +154,10 @@ def _report_demo(summary: dict) -> None:
                       f"from synthetic vs {u['trtr_auroc']:.3f} from real rows (ratio {u['ratio']:.2f}).")
     console.out.print(f"Privacy: epsilon {summary['epsilon']:.3f}, delta {summary['delta']:.0e} "
                       f"(RDP accountant, every event listed in {summary['model_dir']}/generator.json).")
+    a = summary["audit"]
+    worst = a["worst_attack"]
+    bound = a["max_epsilon_lower_bound"]
+    console.out.print(f"Audit: DP consistency {a['dp_consistency']}; strongest membership attack "
+                      f"{worst['attack_id']} AUC {worst['auc']:.3f} (0.5 = guessing); largest empirical epsilon "
+                      f"lower bound {'unbounded' if bound is None else f'{bound:.3f}'} (claimed "
+                      f"{summary['epsilon']:.3f}). Report: {a['report']}/report.html")

@@ -96,5 +96,11 @@ def _render(summary: dict, out: str) -> None:
     rows += [[f"{a['attack_id']} AUC / eps low", f"{f(a['auc'])} / {f(a['epsilon_low'])}"] for a in summary["attacks"]]
     rows += [[r["attack_id"], f"{f(r['risk']['value'])} [{f(r['risk']['low'])}, {f(r['risk']['high'])}]"
               if "risk" in r else "skipped"] for r in summary["risks"]]
-    rows += [["TSTR ratio", f(summary["tstr_ratio"])], ["seconds", f(summary["seconds"])], ["report", out]]
+    copies = summary["exact_copies"]
+    rows += [["training rows reproduced / never-seen rows reproduced",
+              f"{f(copies.get('members_reproduced'))} / {f(copies.get('non_members_reproduced'))}"]]
+    rows += [["TSTR ratio", f(summary["tstr_ratio"])], ["detection AUC", f(summary["detection_auc"])],
+             ["two-way TVD", f(summary["tvd_2way"])],
+             ["association difference (mean)", f(summary["association_mean_abs_difference"])],
+             ["seconds", f(summary["seconds"])], ["report", out]]
     console.table("Audit", ["figure", "value"], rows)

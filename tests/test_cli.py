@@ -77,3 +77,19 @@ def test_bad_sampling_options_exit_2(tmp_path, capsys, args):
 
     write(tmp_path / "m")
     assert run(["sample", str(tmp_path / "m"), "-n", "5", "--out", str(tmp_path / "s.csv"), *args]) == 2
+
+
+def test_demo_trains_samples_and_audits(tmp_path, capsys, monkeypatch):
+    from hgan.appliance import marginal
+
+    monkeypatch.setattr(marginal, "FIT_STEPS_PER_ROUND", 5)
+    monkeypatch.setattr(marginal, "FIT_STEPS_FINAL", 50)
+    rc = run(["demo", "--out", str(tmp_path / "d"), "--seed", "0", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0 and summary["table"] == "flchain"
+    assert 0 < summary["epsilon"] <= 3.0 and summary["delta"] < 1 / 7874
+    assert (tmp_path / "d" / "model" / "generator.safetensors").is_file()
+    assert sum(1 for _ in open(tmp_path / "d" / "synthetic.csv")) == 6299 + 1  # as many rows as trained on
+    assert (tmp_path / "d" / "report" / "report.html").is_file()
+    assert summary["audit"]["dp_consistency"] == "consistent"
+    assert summary["utility"]["ratio"] > 0.6
