@@ -291,12 +291,15 @@ def _roc_svg(attack: dict[str, Any]) -> str:
     def xy(f: float, t: float) -> str:
         return f"{_PAD + f * span:.1f},{_H - _PAD - t * span:.1f}"
 
-    points = " ".join(xy(f, t) for f, t in zip(fpr, tpr))
+    points = " ".join(xy(f, t) for f, t in zip([0.0, *fpr], [0.0, *tpr]))  # every ROC curve starts at (0, 0)
     return (f"<figure><svg xmlns='http://www.w3.org/2000/svg' width='{_W}' height='{_H}' role='img' "
             f"aria-label='ROC curve of {_e(attack['attack_id'])}'>"
             f"<rect x='{_PAD}' y='{_PAD}' width='{span}' height='{span}' fill='none' stroke='#999'/>"
             f"<line x1='{_PAD}' y1='{_H - _PAD}' x2='{_W - _PAD}' y2='{_PAD}' stroke='#bbb' stroke-dasharray='4'/>"
             f"<polyline points='{points}' fill='none' stroke='#c33' stroke-width='2'/>"
+            f"<text x='{_PAD}' y='{_H - _PAD + 12}' text-anchor='middle'>0</text>"
+            f"<text x='{_W - _PAD}' y='{_H - _PAD + 12}' text-anchor='middle'>1</text>"
+            f"<text x='{_PAD - 4}' y='{_PAD + 4}' text-anchor='end'>1</text>"
             f"<text x='{_W / 2}' y='{_H - 8}' text-anchor='middle'>false positive rate</text>"
             f"<text x='10' y='{_H / 2}' transform='rotate(-90 10 {_H / 2})' text-anchor='middle'>true positive rate"
             f"</text><text x='{_W / 2}' y='18' text-anchor='middle'>{_e(attack['attack_id'])} "
@@ -332,7 +335,8 @@ def _utility_html(u: dict[str, Any]) -> str:
                      "against real rows of that class): what a researcher sampling one class gets.</p>")
         keys = ["mean_fidelity_distance", "tvd_1way", "tvd_2way", "association_mean_abs_difference",
                 "detection_auc"]
-        parts.append(_table(["class", "synthetic share", *keys],
+        heads = ["column distance (mean)", "one-way TVD", "two-way TVD", "association difference", "detection AUC"]
+        parts.append(_table(["class", "synthetic share", *heads],
                             [[r["class"], _num(r["synthetic_share"]), *(_num(r.get(k)) for k in keys)]
                              for r in u["per_class"]]))
     return "\n".join(parts)
@@ -359,19 +363,19 @@ def _dcr_svg(dcr: dict[str, Any]) -> str:
     items = []
     for k, label in enumerate(labels):
         x = pad + k * group
-        for j, (role, colour) in enumerate((("members", "#c33"), ("non_members", "#36c"))):
+        for j, (role, colour) in enumerate((("members", "#7b3294"), ("non_members", "#008837"))):
             v = dcr[role][k] or 0.0
             bar = v * (h - 2 * pad)
             items.append(f"<rect x='{x + j * 20}' y='{h - pad - bar:.1f}' width='18' height='{bar:.1f}' "
                          f"fill='{colour}'/>")
         items.append(f"<text x='{x + 19}' y='{h - pad + 12}' text-anchor='middle'>{_e(label)}</text>")
-    legend = ("<rect x='40' y='4' width='10' height='10' fill='#c33'/><text x='54' y='13'>training rows</text>"
-              "<rect x='160' y='4' width='10' height='10' fill='#36c'/><text x='174' y='13'>never-seen rows</text>")
+    legend = ("<rect x='40' y='4' width='10' height='10' fill='#7b3294'/><text x='54' y='13'>training rows</text>"
+              "<rect x='160' y='4' width='10' height='10' fill='#008837'/><text x='174' y='13'>never-seen rows</text>")
     return (f"<figure><svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' role='img' "
             f"aria-label='distance to the closest synthetic row'>{legend}{''.join(items)}"
             f"<line x1='{pad}' y1='{h - pad}' x2='{w - pad}' y2='{h - pad}' stroke='#999'/></svg>"
-            f"<figcaption class='expl'>Share of training rows (red) and never-seen rows (blue) by distance to their "
-            f"closest synthetic row (1 = one category changed, or a number's whole range): red bars piled at the "
+            f"<figcaption class='expl'>Share of training rows (purple) and never-seen rows (green) by distance to their "
+            f"closest synthetic row (1 = one category changed, or a number's whole range): purple bars piled at the "
             f"left mean the generator copies its training rows.</figcaption></figure>")
 
 
@@ -393,7 +397,7 @@ def _association_svg(a: dict[str, Any]) -> str:
             diff = min(abs((real[i][j] or 0.0) - (syn[i][j] or 0.0)), 1.0)
             shade = int(255 - 200 * min(diff / 0.3, 1.0))  # full colour at a difference of 0.3
             items.append(f"<rect x='{label_w + j * cell}' y='{label_w + i * cell}' width='{cell - 1}' "
-                         f"height='{cell - 1}' fill='rgb(255,{shade},{shade})'/>")
+                         f"height='{cell - 1}' fill='rgb(255,{shade},{shade})' stroke='#ddd'/>")
     return (f"<figure><svg xmlns='http://www.w3.org/2000/svg' width='{size}' height='{size}' role='img' "
             f"aria-label='association difference'>{''.join(items)}</svg>"
             f"<figcaption class='expl'>Difference in association between each pair of columns, real (training) vs "
