@@ -15,7 +15,10 @@ Rules, in the order the facade applies them:
    never used in training, and the control set of the Anonymeter risks), the
    second the reference (the attacker's population data, used only by the
    calibrated membership attacks); an odd row left over is not used. The
-   report says so (``data``).
+   Anonymeter risks take both halves as their control rows: none of their
+   attacks reads the control rows, and a larger control set makes their
+   size-matched comparison less weak (``attacks/singling_out.py`` rule 3).
+   The report says so (``data``).
 3. With a model: as many synthetic rows as training rows are sampled, seeded.
 4. Black-box membership attacks (``attacks/membership.py``) always run; the
    white-box attacks (``attacks/whitebox.py``) only with a model, without a
@@ -137,6 +140,7 @@ def audit(*, model_dir: str | Path | None = None, synthetic: pd.DataFrame | None
     non_members = holdout.iloc[np.sort(order[:half])].reset_index(drop=True)
     reference = holdout.iloc[np.sort(order[half:2 * half])].reset_index(drop=True)
     members = train.reset_index(drop=True)
+    control = pd.concat([non_members, reference], ignore_index=True)
 
     # rule 3
     if model is not None:
@@ -157,13 +161,13 @@ def audit(*, model_dir: str | Path | None = None, synthetic: pd.DataFrame | None
     for mode in MODES:
         with step(f"singling_out.{mode}"):
             risks.append(_risk_or_skip(f"risk.singling_out.{mode}", lambda: SinglingOutEvaluator(
-                synthetic, members, non_members, schema, rng[f"singling_out.{mode}"], mode=mode).evaluate()))
+                synthetic, members, control, schema, rng[f"singling_out.{mode}"], mode=mode).evaluate()))
     with step("linkability"):
         risks.append(_risk_or_skip("risk.linkability", lambda: LinkabilityEvaluator(
-            synthetic, members, non_members, schema, rng["linkability"]).evaluate()))
+            synthetic, members, control, schema, rng["linkability"]).evaluate()))
     with step("inference"):
         secrets_ = _inference_secrets(schema)
-        risks += [r.to_dict() for r in InferenceEvaluator(synthetic, members, non_members, schema,
+        risks += [r.to_dict() for r in InferenceEvaluator(synthetic, members, control, schema,
                                                             rng["inference"], secrets=secrets_).evaluate()]
 
     # rule 5
@@ -181,8 +185,8 @@ def audit(*, model_dir: str | Path | None = None, synthetic: pd.DataFrame | None
         "members": len(members), "non_members": len(non_members), "reference": len(reference),
         "synthetic": len(synthetic), "holdout_unused": len(holdout) - 2 * half,
         "split": ("members: every training row; the holdout, shuffled with the audit's seed, cut in two equal "
-                  "halves: non-members (attack targets never used in training, and the control set of the "
-                  "risks) and reference (the attacker's population data, used by the calibrated attacks)"),
+                  "halves: non-members (attack targets never used in training) and reference (the attacker's "
+                  "population data, used by the calibrated attacks); both halves are the risks' control rows"),
         "sizes_note": ("exact counts of the private tables (the training rows among them): like every figure "
                        "of this report they are not DP releases, so the report stays inside the appliance"),
     }

@@ -61,6 +61,9 @@ def test_copy_of_training_rows_breaks_the_dp_consistency_check(rotterdam):
     broken = {b["attack_id"] for b in report.dp_consistency["broken_attacks"]}
     assert "mia.dcr" in broken
     assert report.copies["exact"]["members_reproduced"] == 1.0
+    risks = {r["attack_id"]: r["risk"] for r in report.risks}
+    assert risks["risk.singling_out.univariate"]["low"] > 0  # weak at 4:1 sizes: see singling_out rule 3
+    assert risks["risk.linkability"]["low"] > 0.5
     assert report.copies["exact"]["non_members_reproduced"] < 0.05
     assert max(a["auc"] for a in report.attacks) > 0.95
     assert not any(a["attack_id"].startswith("mia.gan_leaks") for a in report.attacks)  # black-box only
@@ -124,3 +127,22 @@ def test_cli_exit_2_on_bad_input_and_existing_output(csvs, tmp_path, capsys):
     assert run(["audit", str(tmp_path), *_audit_args(csvs, tmp_path / "r2", "train.csv")[1:]]) == 2
     assert "audit.inputs" in capsys.readouterr().err
     assert run(["audit", "--train", "x.csv"]) == 2  # usage error
+
+
+def test_noisy_copies_fail_the_check_and_show_risks_while_independent_rows_do_not(rotterdam):
+    from tests.audit.test_membership import noisy_copies
+
+    schema, train, holdout = rotterdam
+    leaky = audit(synthetic=noisy_copies(train, schema, seed=1), train=train, holdout=holdout, schema=schema,
+                  seed=0, claimed_epsilon=0.5, claimed_delta=1e-6)
+    assert leaky.dp_consistency["status"] == "broken"
+    assert max(a["empirical_epsilon"]["low"] or 99 for a in leaky.attacks) > 2.0
+    risks = {r["attack_id"]: r for r in leaky.risks}
+    assert risks["risk.linkability"]["risk"]["low"] > 0.05
+    # the other half of rotterdam, never trained on, as the "synthetic" rows: nothing to find
+    members, independent = train.iloc[:1000], train.iloc[1000:2000]
+    clean = audit(synthetic=independent, train=members, holdout=holdout, schema=schema, seed=0,
+                  claimed_epsilon=0.5, claimed_delta=1e-6)
+    assert clean.dp_consistency["status"] == "consistent"
+    assert all(abs(a["auc"] - 0.5) < 0.06 for a in clean.attacks)
+    assert all(r["risk"]["low"] < 0.05 for r in clean.risks if "risk" in r)
