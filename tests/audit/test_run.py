@@ -146,3 +146,21 @@ def test_noisy_copies_fail_the_check_and_show_risks_while_independent_rows_do_no
     assert clean.dp_consistency["status"] == "consistent"
     assert all(abs(a["auc"] - 0.5) < 0.06 for a in clean.attacks)
     assert all(r["risk"]["low"] < 0.05 for r in clean.risks if "risk" in r)
+
+
+def _attack(advantage: float, n: int, eps_low: float | None = 0.0) -> dict:
+    return {"attack_id": "mia.dcr", "roc": {"fpr": [0.0, 0.5, 1.0], "tpr": [0.0, 0.5 + advantage, 1.0]},
+            "empirical_epsilon": {"low": eps_low}, "n_members": n, "n_non_members": n}
+
+
+def test_advantage_check_allows_sampling_noise_but_not_a_real_excess():
+    from hgan.audit.run import _dp_consistency, advantage_slack
+
+    claim = {"private": True, "epsilon": 0.1, "delta": 1e-6, "engine": "marginal-mlp"}
+    # allowed at epsilon 0.1: (e^0.1 - 1) / (e^0.1 + 1) = 0.050; 800 targets each: slack 0.104
+    assert advantage_slack(800, 800) == pytest.approx(2 * np.sqrt(np.log(80) / 1600))
+    assert _dp_consistency([_attack(0.09, 800)], claim)["status"] == "consistent"
+    broken = _dp_consistency([_attack(0.20, 800)], claim)
+    assert broken["status"] == "broken" and "advantage 0.200" in broken["broken_attacks"][0]["reasons"][0]
+    assert _dp_consistency([_attack(0.09, 100_000)], claim)["status"] == "broken"  # many targets: no slack left
+    assert _dp_consistency([_attack(0.0, 800, eps_low=0.3)], claim)["status"] == "broken"  # the bound alone
