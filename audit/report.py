@@ -14,8 +14,8 @@ Rules:
    CSS and SVG. Every figure has a one-line explanation; field explanations
    come from the ``Fields`` list below (``FIELD_DOCS``).
 4. ``write_report`` writes ``report.json`` and ``report.html`` into a new
-   directory atomically (fsync, then ``os.replace`` of a temporary sibling);
-   an existing non-empty directory is ``InvalidInput("output.exists")``.
+   directory atomically (``release/atomic.py``); an existing non-empty
+   directory is ``InvalidInput("output.exists")``.
 
 Fields (one line each, reused by the HTML as explanations):
     format          the version of this report's layout ("hgan-audit/1")
@@ -38,13 +38,11 @@ from __future__ import annotations
 import copy
 import html
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from hgan.release.atomic import check_new_directory, write_directory
 from hgan.release.errors import InvalidInput
 
 FORMAT = "hgan-audit/1"
@@ -155,40 +153,14 @@ def _bad(source: str, what: str) -> None:
 
 def write_report(report: AuditReport, out: str | Path) -> Path:
     """Write ``report.json`` and ``report.html`` into the new directory ``out``; return it."""
-    out = Path(out)
-    check_output(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        _write_synced(tmp / JSON_NAME, (json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n").encode())
-        _write_synced(tmp / HTML_NAME, render_html(report).encode())
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-        fd = os.open(out.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    files = {JSON_NAME: (json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n").encode(),
+             HTML_NAME: render_html(report).encode()}
+    return write_directory(out, files, what="reports")
 
 
 def check_output(out: str | Path) -> None:
     """Refuse an existing path that is not an empty directory (``output.exists``)."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InvalidInput("output.exists", f"{out}: already exists and is not an empty directory",
-                           hint="choose a new --out path; reports are never overwritten")
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    check_new_directory(out, what="reports")
 
 
 # -- HTML (rule 3) --------------------------------------------------------------------

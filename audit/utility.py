@@ -40,20 +40,10 @@ def stratified_split(frame: pd.DataFrame, schema: Schema, *, holdout: float,
 
 def feature_matrix(frame: pd.DataFrame, schema: Schema, outcome: str) -> tuple[np.ndarray, np.ndarray, list[bool]]:
     """(X, y, categorical mask): codes for categories, NaN for missing."""
-    cols, is_cat = [], []
-    for col in schema.modelled:
-        if col.name == outcome:
-            continue
-        if isinstance(col, CategoricalColumn):
-            codes = pd.Categorical(frame[col.name], categories=list(col.categories)).codes.astype(np.float64)
-            cols.append(np.where(codes < 0, np.nan, codes))
-            is_cat.append(True)
-        else:
-            cols.append(pd.to_numeric(frame[col.name]).to_numpy(dtype=np.float64, na_value=np.nan))
-            is_cat.append(False)
+    x, is_cat = all_columns_matrix(frame, schema, [c for c in schema.modelled if c.name != outcome])
     outcome_col = schema.column(outcome)
     y = pd.Categorical(frame[outcome], categories=list(outcome_col.categories)).codes
-    return np.column_stack(cols), y, is_cat
+    return x, y, is_cat
 
 
 def auroc(train: pd.DataFrame, test: pd.DataFrame, schema: Schema, *, outcome: str,

@@ -49,11 +49,9 @@ unless ``--out`` says otherwise.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,6 +64,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from _common import code_version, cpu_model, fmt, hgan_command, markdown, median, rotated
 from hgan.appliance.data import load_table, read_csv_text
 from hgan.appliance.demo import demo_file
 from hgan.audit.utility import stratified_split
@@ -82,53 +81,15 @@ ENGINES = ("marginal", "gan")  # the CLI's default first
 GOAL_SECONDS = 60.0
 ROW_FIELDS = ("members", "non_members", "reference", "synthetic")
 HERE = Path(__file__).resolve().parent
-PACKAGE_FOLDERS = ("hgan", "appliance", "audit", "release")  # digested by code_version
 SUBPROCESS_TIMEOUT = 1800  # seconds; a hung command fails the run instead of blocking it
 
 
 # --- helpers (the conventions of foundation.py) ---------------------------------------
 
-def rotated(items: Sequence, k: int) -> list:
-    """``items`` starting at position ``k`` (mod len): interleaving without a fixed order."""
-    k %= len(items)
-    return [*items[k:], *items[:k]]
 
 
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))
 
 
-def fmt(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None or x != x else f"{x:.{digits}g}"
-
-
-def markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def code_version() -> dict:
-    """The checkout's commit (``git describe --always --dirty``) and a digest of the
-    package's Python sources, which also identifies uncommitted changes."""
-    try:
-        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE, capture_output=True, text=True)
-        commit = done.stdout.strip() or None
-    except OSError:
-        commit = None
-    digest = hashlib.sha256()
-    for path in sorted(p for folder in PACKAGE_FOLDERS for p in (HERE.parent / folder).rglob("*.py")):
-        digest.update(path.read_bytes())
-    return {"commit": commit, "sources_sha256": digest.hexdigest()[:16]}
 
 
 def version(package: str) -> str | None:
@@ -144,11 +105,6 @@ def machine() -> dict:
             "python": platform.python_version(), "torch": version("torch"), "numpy": version("numpy"),
             "pandas": version("pandas"), "sklearn": version("scikit-learn"), "loadavg_start": os.getloadavg()}
 
-
-def hgan_command() -> list[str]:
-    """The installed ``hgan`` script next to this interpreter, else ``python -m hgan``."""
-    script = Path(sys.executable).with_name("hgan")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "hgan"]
 
 
 def one_thread_env() -> dict[str, str]:

@@ -71,6 +71,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from _common import cpu_model, git_describe, markdown
 from hgan.appliance.data import load_table
 from hgan.appliance.demo import demo_file
 from hgan.appliance.train import TrainOptions, train
@@ -289,7 +290,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
     path = args.out / "engines.json"
     data = read_results(path)
     invocation = {"id": len(data["invocations"]), "command": " ".join(["python", "benchmarks/engines.py", *argv]),
-                  "date": now(), "code": code_version(), "machine": machine(), "peer_timeout_s": args.peer_timeout}
+                  "date": now(), "code": git_describe(), "machine": machine(), "peer_timeout_s": args.peer_timeout}
     data["invocations"].append(invocation)
     write_results(path, data)
     deadline = time.monotonic() + args.stop_after * 60 if args.stop_after else None
@@ -325,22 +326,6 @@ def now() -> str:
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def code_version() -> str | None:
-    try:
-        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE, capture_output=True, text=True)
-    except OSError:
-        return None
-    return done.stdout.strip() or None
 
 
 def peers_versions() -> dict:
@@ -393,10 +378,6 @@ def spread(row: pd.Series, f: str, digits: int = 3) -> str:
         return fmt(row[f], digits)
     return f"{fmt(row[f], digits)} ({fmt(row[f + '_min'], digits)}-{fmt(row[f + '_max'], digits)})"
 
-
-def markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
 def table_markdown(s: pd.DataFrame, table: str) -> str:

@@ -46,11 +46,9 @@ otherwise. Results and their reading: ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,6 +64,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from _common import code_version, cpu_model, fmt, hgan_command, markdown, median, rotated
 from hgan.appliance.accounting import PrivacyEvent, calibrate_noise_multiplier, epsilon
 from hgan.appliance.data import load_table
 from hgan.appliance.demo import demo_file
@@ -83,7 +82,6 @@ HOLDOUT = 0.2
 FLOOR_DELTA = 1e-6
 CLI_EPSILON = 3.5
 HERE = Path(__file__).resolve().parent
-PACKAGE_FOLDERS = ("hgan", "appliance", "audit", "release")  # digested by code_version
 GAN, MARGINAL = "gan", "marginal"  # TrainOptions.engine
 SPEED_UNITS = {"per_step": "s/step", "per_epoch": "s/epoch"}
 MODES = {  # speed: TrainOptions changes per mode
@@ -129,14 +127,6 @@ def trained(frame: pd.DataFrame, schema: Schema, options: TrainOptions) -> Itera
         yield train(frame, schema, out=Path(tmp) / "model", options=options)
 
 
-def rotated(items: Sequence, k: int) -> list:
-    """``items`` starting at position ``k`` (mod len): interleaving without a fixed order."""
-    k %= len(items)
-    return [*items[k:], *items[:k]]
-
-
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))
 
 
 @contextmanager
@@ -176,37 +166,8 @@ def epoch_timing(frame: pd.DataFrame, schema: Schema, options: TrainOptions) -> 
                 "per_epoch": result.loop_seconds / result.epochs, "per_step": result.loop_seconds / result.steps}
 
 
-def fmt(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None or x != x else f"{x:.{digits}g}"
 
 
-def markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def code_version() -> dict:
-    """The checkout's commit (``git describe --always --dirty``) and a digest of the
-    package's Python sources, which also identifies uncommitted changes."""
-    try:
-        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE, capture_output=True, text=True)
-        commit = done.stdout.strip() or None
-    except OSError:
-        commit = None
-    digest = hashlib.sha256()
-    for path in sorted(p for folder in PACKAGE_FOLDERS for p in (HERE.parent / folder).glob("*.py")):
-        digest.update(path.read_bytes())
-    return {"commit": commit, "sources_sha256": digest.hexdigest()[:16]}
 
 
 def machine() -> dict:
@@ -347,11 +308,6 @@ def utility_summary(raw: list[dict]) -> list[dict]:
 
 
 # --- walltime ---------------------------------------------------------------------
-
-def hgan_command() -> list[str]:
-    """The installed ``hgan`` script next to this interpreter, else ``python -m hgan``."""
-    script = Path(sys.executable).with_name("hgan")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "hgan"]
 
 
 def cli_train(engine: str, epochs: int | None, out: str) -> list[str]:

@@ -31,9 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +40,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from hgan.release.atomic import check_new_directory, write_directory
 from hgan.release.codec import CODEC_PARAMETERS, Codec
 from hgan.release.errors import InvalidInput
 from hgan.release.generator import Generator, GeneratorConfig
@@ -75,9 +73,7 @@ def write_model(out: str | Path, *, generator: Generator, schema: Schema, class_
                 versions: dict[str, str]) -> Path:
     """Write a model directory atomically (rules 6-7); return its path."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InvalidInput("output.exists", f"{out}: already exists and is not an empty directory",
-                           hint="choose a new --out path; models are never overwritten")
+    check_new_directory(out, what="models")
     weights = save_safetensors({k: v.detach().to("cpu", torch.float32).contiguous()
                                 for k, v in generator.state_dict().items()})
     meta = {
@@ -87,19 +83,8 @@ def write_model(out: str | Path, *, generator: Generator, schema: Schema, class_
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
     _check_metadata(meta, source=str(out / METADATA))  # never write what we could not load
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        _write_synced(tmp / WEIGHTS, weights)
-        _write_synced(tmp / METADATA, (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode())
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-        _fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    metadata = (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode()
+    return write_directory(out, {WEIGHTS: weights, METADATA: metadata}, what="models")
 
 
 def load_model(path: str | Path) -> Model:
@@ -219,21 +204,6 @@ def _read_json(path: Path) -> Any:
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"non-standard JSON constant {name}")
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unreadable(path: Path | str, what: str, hint: str) -> None:

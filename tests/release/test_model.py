@@ -51,13 +51,15 @@ def test_existing_output_is_never_overwritten(tmp_path):
     assert (tmp_path / "m" / "keep").read_text() == "x"
 
 
-def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
-    import hgan.release.model as model_module
+@pytest.mark.parametrize("step", ["fsync", "replace"])
+def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch, step):
+    """A crash while a file is synced, or at the final rename: no directory, no temporary left."""
+    import hgan.release.atomic as atomic
 
-    def crash(path, data):
+    def crash(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(model_module, "_write_synced", crash)
+    monkeypatch.setattr(atomic.os, step, crash)
     with pytest.raises(OSError):
         write(tmp_path / "m")
     assert list(tmp_path.iterdir()) == []
