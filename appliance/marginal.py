@@ -43,12 +43,13 @@ from hgan.release.schema import NumericColumn
 WORKLOAD_SHARE = 0.3   # of rho, for the (feature, target) marginals
 SELECT_SHARE = 0.1     # of each round's rho, for the exponential mechanism (AIM's split)
 COARSE_BINS = (2, 4, 8, 16)
-CELL_SIGNAL = 4.0      # measured cells should hold >= CELL_SIGNAL x noise std rows on average
+CELL_SIGNAL = 2.0      # measured cells should hold >= CELL_SIGNAL x noise std rows on average
 FIT_BATCH = 512
 HIDDEN = (128, 128)
 FIT_STEPS_PER_ROUND = 60
 FIT_STEPS_FINAL = 1500
 FIT_LR = 2e-3
+FIT_LR_FLOOR = 1e-5    # the final fit's learning rate at its last step (cosine decay)
 
 
 def rounds_rule(n_features: int, epsilon: float) -> int:
@@ -205,7 +206,7 @@ def fit(codes: np.ndarray, y: np.ndarray, codec: Codec, options: TrainOptions, s
             spent = epsilon(start.events + budget.events(r + 1), start.delta) if options.dp else None
             progress(ProgressReport("round", r + 1, budget.rounds, spent,
                                     f"measured {_name(codec, candidates[k])}"))
-    fitter.fit(measured, FIT_STEPS_FINAL)
+    fitter.fit(measured, FIT_STEPS_FINAL, anneal=True)
     events = budget.events() if options.dp else []
     details = {"engine": ENGINE, "rounds": budget.rounds, "coarse_bins": domains.coarse_bins,
                "workload_sigma": budget.workload_sigma if options.dp else None,
@@ -334,14 +335,22 @@ class Fitter:
         self.optimizer = torch.optim.Adam(generator.parameters(), lr=FIT_LR)
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
 
-    def fit(self, marginals: list[Marginal], steps: int) -> None:
+    def fit(self, marginals: list[Marginal], steps: int, *, anneal: bool = False) -> None:
+        """``steps`` Adam steps on fresh batches; ``anneal``: the learning rate decays from
+        ``FIT_LR`` to ``FIT_LR_FLOOR`` on a cosine over the steps (the final fit: a decayed rate
+        settles on a minimum instead of wandering around it with the batch noise)."""
         index = torch.as_tensor(np.concatenate([self.moments.index(m.columns, m.coarse) for m in marginals]),
                                 device=self.device)
         target = torch.as_tensor(np.concatenate([m.noisy for m in marginals]) / self.n_noisy,
                                  dtype=torch.float32, device=self.device)
         precision = np.concatenate([np.full(m.noisy.size, (self.n_noisy / m.sigma) ** 2) for m in marginals])
         weight = torch.as_tensor(precision / precision.max(), dtype=torch.float32, device=self.device)
-        for _ in range(steps):
+        for group in self.optimizer.param_groups:
+            group["lr"] = FIT_LR
+        for step in range(steps):
+            if anneal:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = FIT_LR_FLOOR + (FIT_LR - FIT_LR_FLOOR) * (1 + math.cos(math.pi * step / steps)) / 2
             probs, y_hot = self._batch(FIT_BATCH)
             loss = (weight * (self.moments.compute(probs, y_hot)[index] - target) ** 2).sum()
             self.optimizer.zero_grad(set_to_none=True)

@@ -105,7 +105,9 @@ def test_coarse_cells_merge_value_codes_and_keep_missing_apart():
 
 def test_coarse_resolution_rule_is_monotone_in_count_and_noise():
     assert M.coarse_resolution(100_000, 1.0) == 16
-    assert M.coarse_resolution(2000, 8.0) == 4
+    # CELL_SIGNAL 2: 2000 / 8^2 = 31 rows >= 2 x 8, 2000 / 16^2 = 7.8 < 16
+    assert M.coarse_resolution(2000, 8.0) == 8
+    assert M.coarse_resolution(2000, 16.0) == 4  # 2000 / 8^2 = 31 < 32, 2000 / 4^2 = 125 >= 32
     assert M.coarse_resolution(50, 30.0) == 2
     assert M.coarse_resolution(5000, 2.0) >= M.coarse_resolution(5000, 8.0)
 
@@ -124,6 +126,24 @@ def test_fitter_matches_noise_free_marginals():
     fitter.fit(measured, 400)
     after = _tv(fitter, measured, len(y))
     assert after < 0.03 < before
+
+
+def test_final_fit_anneals_the_learning_rate_and_a_later_fit_restarts_it():
+    codec, codes, y = encoded(500, seed=3)
+    torch.manual_seed(0)
+    generator = Generator(GeneratorConfig(8, (16,), codec.n_classes, tuple(codec.head_sizes),
+                                          codec.n_offsets, "uniform"))
+    budget = M.Budget(rho=M.NON_PRIVATE_RHO, rounds=1, n_features=len(codec.columns))
+    measured = M.measure_workload(codes, y, codec, budget, np.random.default_rng(0))
+    fitter = M.Fitter(generator, M.Domains(codec, 4), np.bincount(y) / len(y), float(len(y)), seed=0)
+    rates = []
+    fitter.optimizer.step = (lambda step: lambda *a, **k: (rates.append(fitter.optimizer.param_groups[0]["lr"]),
+                                                           step(*a, **k))[1])(fitter.optimizer.step)
+    fitter.fit(measured, 50, anneal=True)
+    assert rates[0] == pytest.approx(M.FIT_LR) and rates[-1] < 0.01 * M.FIT_LR
+    assert all(a >= b for a, b in zip(rates, rates[1:]))  # decays monotonically
+    fitter.fit(measured, 3)
+    assert rates[-3:] == [M.FIT_LR] * 3  # a fit without annealing runs at the full rate
 
 
 def _tv(fitter, measured, n):
