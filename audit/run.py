@@ -12,8 +12,7 @@ Rules, in the order the facade applies them:
    ``InvalidInput("audit.inputs")``.
 2. Rows: members are all training rows. The holdout is shuffled (seeded) and
    cut into two halves of equal size: the first are the non-members (targets
-   never used in training, and the control set of the Anonymeter risks), the
-   second the reference (the attacker's population data, used only by the
+   never used in training), the second the reference (the attacker's population data, used only by the
    calibrated membership attacks); an odd row left over is not used. The
    Anonymeter risks take both halves as their control rows: none of their
    attacks reads the control rows, and a larger control set makes their
@@ -48,9 +47,10 @@ Rules, in the order the facade applies them:
    attacked, alpha = 0.05: TPR - FPR at every threshold is the difference of
    the two CDFs, so with 95% probability no threshold's observed advantage
    exceeds its true one by more. Without it a chance attack on 800 targets
-   (best advantage about 0.05) would call a correct epsilon 0.1 broken. Any broken attack: status ``"broken"``. A non-private
-   model: ``"not applicable (non-private)"``; a synthetic table with no claim:
-   ``"not applicable (no claimed epsilon)"``.
+   (best advantage about 0.05) would call a correct epsilon 0.1 broken. Any
+   broken attack: status ``"broken"``. A non-private model: ``"not
+   applicable (non-private)"``; a synthetic table with no claim: ``"not
+   applicable (no claimed epsilon)"``.
 7. Every random draw comes from child streams of ``numpy.random.SeedSequence(seed)``,
    one per step, so a seed reproduces the audit and one step's draws do not
    depend on another's.
