@@ -99,7 +99,9 @@ def _render(summary: dict, out: str) -> None:
     copies = summary["exact_copies"]
     rows += [["training rows reproduced / never-seen rows reproduced",
               f"{f(copies.get('members_reproduced'))} / {f(copies.get('non_members_reproduced'))}"]]
-    rows += [["TSTR ratio", f(summary["tstr_ratio"])], ["detection AUC", f(summary["detection_auc"])],
+    interval = summary["tstr_ratio_interval"]
+    rows += [["TSTR ratio [95% over holdout resamples]",
+              f(summary["tstr_ratio"]) + ("" if interval is None else f" [{f(interval[0])}, {f(interval[1])}]")], ["detection AUC", f(summary["detection_auc"])],
              ["two-way TVD", f(summary["tvd_2way"])],
              ["association difference (mean)", f(summary["association_mean_abs_difference"])],
              ["seconds", f(summary["seconds"])], ["report", out]]

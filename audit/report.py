@@ -135,7 +135,7 @@ class AuditReport:
             "risks": [{"attack_id": r["attack_id"], **({"risk": r["risk"]} if "risk" in r
                                                        else {"skipped": r.get("skipped")})}
                       for r in self.risks],
-            "tstr_ratio": tstr.get("ratio"),
+            "tstr_ratio": tstr.get("ratio"), "tstr_ratio_interval": tstr.get("ratio_interval"),
             "exact_copies": {k: v for k, v in self.copies.get("exact", {}).items() if not k.startswith("n_")},
             "detection_auc": self.utility.get("detection_auc"), "tvd_2way": self.utility.get("tvd_2way"),
             "association_mean_abs_difference": (self.utility.get("association") or {}).get("mean_abs_difference"),
@@ -179,6 +179,10 @@ def _num(x: Any, digits: int = 3) -> str:
     if x is None:
         return "unbounded"
     return f"{x:.{digits}f}" if isinstance(x, float) else _e(x)
+
+
+def _interval(bounds: list[float] | None) -> str:
+    return "not available" if bounds is None else f"[{_num(bounds[0])}, {_num(bounds[1])}]"
 
 
 def _ci(est: dict[str, Any]) -> str:
@@ -246,7 +250,8 @@ def _summary_html(report: AuditReport) -> str:
     rows.append(["largest epsilon lower bound (95%)", _num(s["max_epsilon_lower_bound"])])
     for r in report.risks:
         rows.append([_e(r["attack_id"]), _ci(r["risk"]) if "risk" in r else "skipped"])
-    rows.append(["TSTR ratio (synthetic-trained AUROC / real-trained AUROC)", _num(s["tstr_ratio"])])
+    rows.append(["TSTR ratio (synthetic-trained AUROC / real-trained AUROC) [95% over holdout resamples]",
+                 f"{_num(s['tstr_ratio'])} {_interval(s['tstr_ratio_interval'])}"])
     body = "".join(f"<tr><td>{a}</td><td>{b}</td></tr>" for a, b in rows)
     return (f"<h2>Summary</h2><p class='expl'>{_e(FIELD_DOCS['dp_consistency'])}; AUC 0.5 means an attacker "
             f"does no better than a coin; risks are shares of training rows exposed beyond control rows.</p>"
@@ -286,7 +291,10 @@ def _utility_html(u: dict[str, Any]) -> str:
     if tstr:
         parts.append("<p class='expl'>TSTR: a classifier trained on synthetic rows, scored on real holdout rows, "
                      "against the same classifier trained on real rows (ratio 1 = as useful as the real data).</p>")
-        parts.append(_table(["figure", "value"], [[k, _num(v)] for k, v in tstr.items()]))
+        parts.append(_table(["figure", "value"], [[k, _interval(v) if isinstance(v, list) else _num(v)]
+                                                  for k, v in tstr.items()]))
+        parts.append("<p class='expl'>Intervals: 95% over resamples of the holdout rows, so how much the figure "
+                     "moves with the rows it is scored on alone; on a small table they are wide.</p>")
     extra = [[k, _num(u[k])] for k in ("tvd_1way", "tvd_2way", "detection_auc") if k in u]
     if extra:
         parts.append("<p class='expl'>Total variation: 0 means identical one- or two-way distributions; "

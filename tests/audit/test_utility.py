@@ -19,6 +19,7 @@ from hgan.audit.utility import (
     other_column_tstr,
     per_class,
     stratified_split,
+    tstr,
     tvd,
 )
 from hgan.release.schema import Schema
@@ -233,3 +234,15 @@ def test_per_class_says_when_a_class_has_no_synthetic_row():
     syn = real[real["death"] == 0]
     rows = {r["class"]: r for r in per_class(syn, real, real, schema, seed=0)}
     assert "skipped" in rows[1] and rows[1]["synthetic_share"] == 0.0 and "tvd_1way" in rows[0]
+
+
+def test_tstr_intervals_cover_the_estimate_and_are_wider_on_a_smaller_holdout():
+    schema, frame = demo("rotterdam")
+    train, holdout = stratified_split(frame, schema, holdout=0.3, seed=0)
+    wide = tstr(train, train, holdout.iloc[:120], schema, seed=0)
+    narrow = tstr(train, train, holdout, schema, seed=0)
+    for t in (wide, narrow):
+        low, high = t["tstr_auroc_interval"]
+        assert low < t["tstr_auroc"] < high
+        assert t["ratio_interval"] == [1.0, 1.0]  # the same rows on both sides: the ratio never moves
+    assert np.diff(wide["tstr_auroc_interval"])[0] > 1.5 * np.diff(narrow["tstr_auroc_interval"])[0]
