@@ -26,7 +26,8 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
 from hgan.audit.features import attack_features, check_columns
-from hgan.release.schema import CategoricalColumn, Schema
+from hgan.audit.utility import all_columns_matrix
+from hgan.release.schema import Schema
 
 DCR_BIN_EDGES: tuple[float, ...] = (0.0, 1e-6, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, float("inf"))
 """Rule 3: bin k holds distances in [edge k, edge k+1); the first bin is 'an exact copy in the space'."""
@@ -71,12 +72,6 @@ def dcr_histogram(synthetic: pd.DataFrame, members: pd.DataFrame, non_members: p
 
 def _row_keys(frame: pd.DataFrame, schema: Schema) -> np.ndarray:
     """Rule 1: one 64-bit hash per row of the canonical values of the modelled columns."""
-    canonical = {}
-    for col in schema.modelled:
-        if isinstance(col, CategoricalColumn):
-            codes = pd.Categorical(frame[col.name], categories=list(col.categories)).codes
-            canonical[col.name] = codes.astype(np.int64)  # -1: missing
-        else:
-            values = pd.to_numeric(frame[col.name]).to_numpy(dtype=np.float64, na_value=np.nan)
-            canonical[col.name] = np.where(np.isnan(values), np.inf, values + 0.0)  # one missing marker; -0.0 == 0.0
+    values, _ = all_columns_matrix(frame, schema)  # category indices and numbers, NaN where missing
+    canonical = np.where(np.isnan(values), np.inf, values + 0.0)  # one missing marker; -0.0 == 0.0
     return pd.util.hash_pandas_object(pd.DataFrame(canonical), index=False).to_numpy()

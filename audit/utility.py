@@ -5,7 +5,8 @@ Rules:
    fitted on one table and scored (AUROC) on the real holdout; the same
    classifier fitted on the real training rows (TRTR) is the reference.
 2. Features are the schema's modelled columns; categories enter as the codes
-   of the schema's lists, missing values as NaN (handled natively).
+   of the schema's lists, missing values as NaN (handled natively), all read
+   by ``column_values``.
 3. Every figure is an aggregate; nothing patient-level is returned.
 """
 
@@ -38,6 +39,15 @@ def stratified_split(frame: pd.DataFrame, schema: Schema, *, holdout: float,
     shuffled_mask = mask[order]
     rows = frame.iloc[order]
     return rows[~shuffled_mask].reset_index(drop=True), rows[shuffled_mask].reset_index(drop=True)
+
+
+def column_values(frame: pd.DataFrame, col: Column) -> np.ndarray:
+    """One column as float64: a category as its index in the schema's list, a number as itself,
+    NaN where missing (rule 2). Every figure of this module reads columns through it."""
+    if isinstance(col, CategoricalColumn):
+        codes = pd.Categorical(frame[col.name], categories=list(col.categories)).codes.astype(np.float64)
+        return np.where(codes < 0, np.nan, codes)
+    return pd.to_numeric(frame[col.name]).to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def feature_matrix(frame: pd.DataFrame, schema: Schema, outcome: str) -> tuple[np.ndarray, np.ndarray, list[bool]]:
@@ -187,8 +197,8 @@ def _eligible_outcomes(train: pd.DataFrame, schema: Schema, *, exclude: str | No
     for col in schema.modelled:
         if not isinstance(col, CategoricalColumn) or col.name == exclude or len(train) == 0:
             continue
-        codes = pd.Categorical(train[col.name], categories=list(col.categories)).codes
-        shares = np.bincount(codes[codes >= 0], minlength=len(col.categories)) / len(train)
+        codes = column_values(train, col)
+        shares = np.bincount(codes[~np.isnan(codes)].astype(np.int64), minlength=len(col.categories)) / len(train)
         if shares.min() >= OTHER_COLUMN_MIN_SHARE:
             out.append(col)
     return out
@@ -206,13 +216,12 @@ def marginal_cells(frame: pd.DataFrame, schema: Schema,
     """
     out = []
     for col in schema.modelled if columns is None else columns:
+        x = column_values(frame, col)
+        missing = np.isnan(x)
         if isinstance(col, CategoricalColumn):
-            idx = pd.Categorical(frame[col.name], categories=list(col.categories)).codes.astype(np.int64)
             size = len(col.categories)
-            idx = np.where(idx < 0, size, idx)
+            idx = np.where(missing, size, x).astype(np.int64)
         else:
-            x = pd.to_numeric(frame[col.name]).to_numpy(dtype=np.float64, na_value=np.nan)
-            missing = np.isnan(x)
             x = np.clip(np.where(missing, col.lower, x), col.lower, col.upper)
             if col.transform == "log":
                 u = np.log1p(x - col.lower) / np.log1p(col.upper - col.lower)
@@ -258,16 +267,9 @@ def tvd(synthetic: pd.DataFrame, real: pd.DataFrame, schema: Schema, *, order: i
 def all_columns_matrix(frame: pd.DataFrame, schema: Schema,
                        columns: list[Column] | None = None) -> tuple[np.ndarray, list[bool]]:
     """``feature_matrix``'s encoding of ``columns`` (default: every modelled column, the target included)."""
-    cols, is_cat = [], []
-    for col in schema.modelled if columns is None else columns:
-        if isinstance(col, CategoricalColumn):
-            codes = pd.Categorical(frame[col.name], categories=list(col.categories)).codes.astype(np.float64)
-            cols.append(np.where(codes < 0, np.nan, codes))
-            is_cat.append(True)
-        else:
-            cols.append(pd.to_numeric(frame[col.name]).to_numpy(dtype=np.float64, na_value=np.nan))
-            is_cat.append(False)
-    return np.column_stack(cols), is_cat
+    columns = schema.modelled if columns is None else columns
+    return (np.column_stack([column_values(frame, col) for col in columns]),
+            [isinstance(col, CategoricalColumn) for col in columns])
 
 
 def detection_auc(synthetic: pd.DataFrame, real_holdout: pd.DataFrame, schema: Schema, *,
@@ -313,29 +315,28 @@ def column_fidelity(real: pd.DataFrame, synthetic: pd.DataFrame, schema: Schema,
     """
     rows = []
     for col in schema.modelled if columns is None else columns:
-        r, s = real[col.name], synthetic[col.name]
+        r, s = column_values(real, col), column_values(synthetic, col)
         if isinstance(col, CategoricalColumn):
-            statistic, value = "tvd", _category_tvd(r, s, col)
+            statistic, value = "tvd", _category_tvd(r, s, len(col.categories))
         else:
             statistic, value = "ks", _ks(r, s)
         rows.append({"column": col.name, "statistic": statistic, "value": value,
-                     "missing_real": float(r.isna().mean()), "missing_synthetic": float(s.isna().mean())})
+                     "missing_real": float(np.isnan(r).mean()), "missing_synthetic": float(np.isnan(s).mean())})
     return rows
 
 
-def _category_tvd(real: pd.Series, synthetic: pd.Series, col: CategoricalColumn) -> float | None:
+def _category_tvd(real: np.ndarray, synthetic: np.ndarray, n_categories: int) -> float | None:
     shares = []
-    for series in (real, synthetic):
-        codes = pd.Categorical(series, categories=list(col.categories)).codes
-        codes = codes[codes >= 0]
+    for values in (real, synthetic):
+        codes = values[~np.isnan(values)].astype(np.int64)
         if len(codes) == 0:
             return None
-        shares.append(np.bincount(codes, minlength=len(col.categories)) / len(codes))
+        shares.append(np.bincount(codes, minlength=n_categories) / len(codes))
     return float(0.5 * np.abs(shares[0] - shares[1]).sum())
 
 
-def _ks(real: pd.Series, synthetic: pd.Series) -> float | None:
-    a, b = (np.sort(pd.to_numeric(x).dropna().to_numpy(dtype=np.float64)) for x in (real, synthetic))
+def _ks(real: np.ndarray, synthetic: np.ndarray) -> float | None:
+    a, b = (np.sort(x[~np.isnan(x)]) for x in (real, synthetic))
     if len(a) == 0 or len(b) == 0:
         return None
     grid = np.concatenate([a, b])
@@ -354,8 +355,7 @@ def association_matrix(frame: pd.DataFrame, schema: Schema,
     """
     columns = schema.modelled if columns is None else columns
     cells = marginal_cells(frame, schema, columns)
-    numeric = {col.name: pd.to_numeric(frame[col.name]).to_numpy(dtype=np.float64, na_value=np.nan)
-               for col in columns if not isinstance(col, CategoricalColumn)}
+    numeric = {col.name: column_values(frame, col) for col in columns if not isinstance(col, CategoricalColumn)}
     d = len(columns)
     out = np.eye(d)
     for i in range(d):
