@@ -112,33 +112,36 @@ def test_coarse_resolution_rule_is_monotone_in_count_and_noise():
     assert M.coarse_resolution(5000, 2.0) >= M.coarse_resolution(5000, 8.0)
 
 
-def test_fitter_matches_noise_free_marginals():
-    codec, codes, y = encoded(3000, seed=2)
+def noise_free_fitter(rows: int, seed: int, latent: int, hidden: tuple[int, ...]):
+    """A fitter on ``rows`` hand-made rows and their workload measured without noise."""
+    codec, codes, y = encoded(rows, seed=seed)
     torch.manual_seed(0)
-    generator = Generator(GeneratorConfig(16, (64,), codec.n_classes, tuple(codec.head_sizes),
-                                          codec.n_offsets, "uniform"))
-    budget = M.Budget(rho=M.NON_PRIVATE_RHO, rounds=1, n_features=len(codec.columns))
-    measured = M.measure_workload(codes, y, codec, budget, np.random.default_rng(0))
-    domains = M.Domains(codec, 4)
-    prior = np.bincount(y) / len(y)
-    fitter = M.Fitter(generator, domains, prior, float(len(y)), seed=0)
-    before = _tv(fitter, measured, len(y))
-    fitter.fit(measured, 400)
-    after = _tv(fitter, measured, len(y))
-    assert after < 0.03 < before
-
-
-def test_final_fit_anneals_the_learning_rate_and_a_later_fit_restarts_it():
-    codec, codes, y = encoded(500, seed=3)
-    torch.manual_seed(0)
-    generator = Generator(GeneratorConfig(8, (16,), codec.n_classes, tuple(codec.head_sizes),
+    generator = Generator(GeneratorConfig(latent, hidden, codec.n_classes, tuple(codec.head_sizes),
                                           codec.n_offsets, "uniform"))
     budget = M.Budget(rho=M.NON_PRIVATE_RHO, rounds=1, n_features=len(codec.columns))
     measured = M.measure_workload(codes, y, codec, budget, np.random.default_rng(0))
     fitter = M.Fitter(generator, M.Domains(codec, 4), np.bincount(y) / len(y), float(len(y)), seed=0)
+    return fitter, measured, len(y)
+
+
+def test_fitter_matches_noise_free_marginals():
+    fitter, measured, n = noise_free_fitter(3000, seed=2, latent=16, hidden=(64,))
+    before = _tv(fitter, measured, n)
+    fitter.fit(measured, 400)
+    after = _tv(fitter, measured, n)
+    assert after < 0.03 < before
+
+
+def test_final_fit_anneals_the_learning_rate_and_a_later_fit_restarts_it():
+    fitter, measured, _ = noise_free_fitter(500, seed=3, latent=8, hidden=(16,))
     rates = []
-    fitter.optimizer.step = (lambda step: lambda *a, **k: (rates.append(fitter.optimizer.param_groups[0]["lr"]),
-                                                           step(*a, **k))[1])(fitter.optimizer.step)
+    step = fitter.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        rates.append(fitter.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    fitter.optimizer.step = recording_step
     fitter.fit(measured, 50, anneal=True)
     assert rates[0] == pytest.approx(M.FIT_LR) and rates[-1] < 0.01 * M.FIT_LR
     assert all(a >= b for a, b in zip(rates, rates[1:]))  # decays monotonically
