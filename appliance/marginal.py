@@ -11,16 +11,25 @@ Rules:
    a. the workload: every (feature, target) marginal at the codec's
       resolution, in one Gaussian release (each marginal has L2 sensitivity 1
       under add/remove of one row, so ``d`` marginals are ``d`` unit releases);
-   b. ``rounds`` times: one marginal chosen by the exponential mechanism
+   b. the within-bin histograms: for every binned numeric column, its codes x
+      ``cells`` equal sub-cells of each bin, in one Gaussian release (one
+      unit-sensitivity histogram per column). Post-processed into the
+      generator's ``offset_table`` (negative counts to 0, rows normalised), so
+      numbers come out shaped like the data inside a bin, not uniform in it;
+   c. ``rounds`` times: one marginal chosen by the exponential mechanism
       (score: L1 error of the current generator on it minus the expected
       noise, sensitivity 1), then measured with the Gaussian mechanism.
 2. Budgets are fixed in advance by public rules: one zCDP-style scale ``rho``
-   is split ``WORKLOAD_SHARE`` to (a) and the rest evenly over the rounds,
-   ``SELECT_SHARE`` of each round to selection; ``rho`` is the largest whose
-   composed epsilon (RDP accountant) meets the target.
+   is split ``WORKLOAD_SHARE`` to (a), ``OFFSET_SHARE`` to (b) and the rest
+   evenly over the rounds, ``SELECT_SHARE`` of each round to selection;
+   ``rho`` is the largest whose composed epsilon (RDP accountant) meets the
+   target.
 3. ``rounds`` is a public rule of the number of features and epsilon; the
-   measured resolution of numeric columns is a public rule of the round noise
-   and the DP row count from (a). The exact row count is never used.
+   measured resolution of numeric columns (pair cells and sub-cells) is a
+   public rule of the noise and a DP row count (the target histogram's for
+   (b), the workload's for (c)). (b) is skipped, and its share given to the
+   rest, when the rule finds no resolution worth measuring. The exact row
+   count is never used.
 4. The generator reads only noisy marginals: its training (and any choice
    made while training) is post-processing.
 """
@@ -36,11 +45,13 @@ from torch.nn import functional as F
 
 from hgan.appliance.accounting import PrivacyEvent, calibrate_scale, epsilon
 from hgan.appliance.engine import EngineResult, Progress, ProgressReport, Start, TrainOptions, bad_option
-from hgan.release.codec import Codec
+from hgan.release.codec import NUMERIC_BINS, Codec
 from hgan.release.generator import Generator, GeneratorConfig
 from hgan.release.schema import NumericColumn
 
 WORKLOAD_SHARE = 0.3   # of rho, for the (feature, target) marginals
+OFFSET_SHARE = 0.1     # of rho, for the within-bin histograms
+OFFSET_CELLS = (2, 4, 8, 16)  # candidate sub-cells per bin (rule 3)
 SELECT_SHARE = 0.1     # of each round's rho, for the exponential mechanism (AIM's split)
 COARSE_BINS = (2, 4, 8, 16)
 CELL_SIGNAL = 2.0      # measured cells should hold >= CELL_SIGNAL x noise std rows on average
@@ -67,18 +78,30 @@ class Budget:
     rho: float
     rounds: int
     n_features: int
+    n_offsets: int = 0  # binned numeric columns with a within-bin histogram; 0 skips (b)
+
+    @property
+    def offset_share(self) -> float:
+        return OFFSET_SHARE if self.n_offsets else 0.0
 
     @property
     def workload_share(self) -> float:
-        return WORKLOAD_SHARE if self.rounds else 1.0
+        return WORKLOAD_SHARE if self.rounds else 1.0 - self.offset_share
 
     @property
     def workload_sigma(self) -> float:
         return math.sqrt(self.n_features / (2 * self.workload_share * self.rho))
 
     @property
+    def offset_sigma(self) -> float:
+        """Noise of each within-bin histogram; infinite when (b) is skipped."""
+        if not self.n_offsets:
+            return math.inf
+        return math.sqrt(self.n_offsets / (2 * self.offset_share * self.rho))
+
+    @property
     def round_rho(self) -> float:
-        return (1 - self.workload_share) * self.rho / max(self.rounds, 1)
+        return (1 - self.workload_share - self.offset_share) * self.rho / max(self.rounds, 1)
 
     @property
     def select_epsilon(self) -> float:
@@ -92,32 +115,49 @@ class Budget:
         return math.sqrt(1 / (2 * (1 - SELECT_SHARE) * self.round_rho))
 
     def events(self, rounds_done: int | None = None) -> list[PrivacyEvent]:
-        """The workload and the rounds (all of them, or the first ``rounds_done``)."""
+        """The workload, the within-bin histograms and the rounds (all, or the first ``rounds_done``)."""
         rounds = self.rounds if rounds_done is None else rounds_done
-        workload = PrivacyEvent("gaussian", "workload: (feature, target) marginals", self.workload_sigma,
-                                1.0, self.n_features)
-        if not self.rounds:
-            return [workload]
-        return [workload,
-                PrivacyEvent("exponential", "marginal selection", None, 1.0, rounds, epsilon=self.select_epsilon),
-                PrivacyEvent("gaussian", "selected marginals", self.measure_sigma, 1.0, rounds)]
+        out = [PrivacyEvent("gaussian", "workload: (feature, target) marginals", self.workload_sigma,
+                            1.0, self.n_features)]
+        if self.n_offsets:
+            out.append(PrivacyEvent("gaussian", "within-bin histograms", self.offset_sigma, 1.0, self.n_offsets))
+        if self.rounds:
+            out += [PrivacyEvent("exponential", "marginal selection", None, 1.0, rounds, epsilon=self.select_epsilon),
+                    PrivacyEvent("gaussian", "selected marginals", self.measure_sigma, 1.0, rounds)]
+        return out
 
 
 NON_PRIVATE_RHO = 1e6  # dp=False: noise std ~ 1e-3 rows, selection ~ argmax
 
 
-def plan_budget(options: TrainOptions, start: Start, n_features: int) -> Budget:
-    """The largest budget whose events, composed with the histogram's, meet the target (rule 2)."""
+def plan_budget(options: TrainOptions, start: Start, n_features: int, n_offsets: int = 0) -> Budget:
+    """The largest budget whose events, composed with the histogram's, meet the target (rule 2);
+    without the within-bin histograms when ``offset_resolution`` finds them not worth measuring."""
     if not options.dp:
-        return Budget(NON_PRIVATE_RHO, rounds_rule(n_features, 100.0), n_features)
+        return Budget(NON_PRIVATE_RHO, rounds_rule(n_features, 100.0), n_features, n_offsets)
     rounds = rounds_rule(n_features, options.epsilon)
+    budget = _calibrated(options, start, rounds, n_features, n_offsets)
+    if n_offsets and offset_resolution(start.n, budget.offset_sigma) is None:
+        budget = _calibrated(options, start, rounds, n_features, 0)
+    return budget
+
+
+def _calibrated(options: TrainOptions, start: Start, rounds: int, n_features: int, n_offsets: int) -> Budget:
     try:
-        rho = calibrate_scale(lambda r: start.events + Budget(r, rounds, n_features).events(),
+        rho = calibrate_scale(lambda r: start.events + Budget(r, rounds, n_features, n_offsets).events(),
                               target_epsilon=options.epsilon, delta=start.delta, low=1e-9, high=1e3)
     except ValueError as exc:
         bad_option(f"--epsilon {options.epsilon} cannot be met ({exc})", "raise --epsilon")
         raise
-    return Budget(rho, rounds, n_features)
+    return Budget(rho, rounds, n_features, n_offsets)
+
+
+def offset_resolution(n_noisy: float, sigma: float) -> int | None:
+    """Sub-cells per bin of the within-bin histograms: the largest of ``OFFSET_CELLS`` whose
+    sub-cells hold on average >= CELL_SIGNAL x sigma rows over the ``NUMERIC_BINS`` bins, or
+    None when even the coarsest does not (rule 3)."""
+    fitting = [c for c in OFFSET_CELLS if n_noisy / (NUMERIC_BINS * c) >= CELL_SIGNAL * sigma]
+    return max(fitting) if fitting else None
 
 
 @dataclass(frozen=True)
@@ -178,20 +218,24 @@ def select(scores: np.ndarray, epsilon: float, rng: np.random.Generator) -> int:
 ENGINE = "marginal-mlp"
 
 
-def fit(codes: np.ndarray, y: np.ndarray, codec: Codec, options: TrainOptions, start: Start, *,
-        seed: int, progress: Progress | None = None) -> EngineResult:
+def fit(codes: np.ndarray, offsets: np.ndarray, y: np.ndarray, codec: Codec, options: TrainOptions,
+        start: Start, *, seed: int, progress: Progress | None = None) -> EngineResult:
     """Measure (rule 1) and fit the generator to the noisy marginals (rule 4)."""
     d = len(codec.columns)
-    budget = plan_budget(options, start, d)
+    budget = plan_budget(options, start, d, codec.n_offsets)
     rng = np.random.default_rng(seed)
     measured = measure_workload(codes, y, codec, budget, rng)
+    cells = offset_resolution(start.n, budget.offset_sigma) if budget.n_offsets else None
+    table = offset_table(measure_within_bins(codes, offsets, codec, cells, budget.offset_sigma, rng)) if cells else None
     counts = class_counts(measured, start, codec.n_classes)
     prior, n_noisy = counts / counts.sum(), float(counts.sum())
     domains = Domains(codec, coarse_resolution(n_noisy, budget.measure_sigma))
     device = torch.device(options.device)
     torch.manual_seed(seed)
-    generator = Generator(GeneratorConfig(options.latent_dim, options.hidden or HIDDEN, codec.n_classes,
-                                          tuple(codec.head_sizes), codec.n_offsets, "uniform")).to(device)
+    generator = Generator(_config(codec, options, cells))
+    if table is not None:
+        generator.offset_table.copy_(torch.as_tensor(table, dtype=torch.float32))
+    generator = generator.to(device)
     fitter = Fitter(generator, domains, prior, n_noisy, seed)
     fitter.fit(measured, FIT_STEPS_PER_ROUND)
     candidates = candidate_marginals(d, codec.n_classes)
@@ -209,7 +253,8 @@ def fit(codes: np.ndarray, y: np.ndarray, codec: Codec, options: TrainOptions, s
     fitter.fit(measured, FIT_STEPS_FINAL, anneal=True)
     events = budget.events() if options.dp else []
     details = {"engine": ENGINE, "rounds": budget.rounds, "coarse_bins": domains.coarse_bins,
-               "workload_sigma": budget.workload_sigma if options.dp else None,
+               "offset_cells": cells, "workload_sigma": budget.workload_sigma if options.dp else None,
+               "offset_sigma": budget.offset_sigma if options.dp and cells else None,
                "measure_sigma": budget.measure_sigma if options.dp and budget.rounds else None,
                "select_epsilon": budget.select_epsilon if options.dp and budget.rounds else None,
                "measured": [_name(codec, m.columns) for m in measured],
@@ -223,6 +268,14 @@ def _name(codec: Codec, columns: tuple[int, ...]) -> str:
     return " x ".join(target if j < 0 else codec.columns[j].name for j in columns)
 
 
+def _config(codec: Codec, options: TrainOptions, cells: int | None) -> GeneratorConfig:
+    """Offsets from the within-bin table when it was measured, else uniform inside the bin."""
+    table = {"offsets": "table", "offset_heads": tuple(codec.offset_heads), "offset_cells": cells} if cells else \
+        {"offsets": "uniform"}
+    return GeneratorConfig(options.latent_dim, options.hidden or HIDDEN, codec.n_classes,
+                           tuple(codec.head_sizes), codec.n_offsets, **table)
+
+
 def measure_workload(codes: np.ndarray, y: np.ndarray, codec: Codec, budget: Budget,
                      rng: np.random.Generator) -> list[Marginal]:
     """Every (feature, target) marginal at the codec's resolution, with Gaussian noise (rule 1a)."""
@@ -232,6 +285,38 @@ def measure_workload(codes: np.ndarray, y: np.ndarray, codec: Codec, budget: Bud
         noisy = exact + rng.normal(0, budget.workload_sigma, exact.shape)
         out.append(Marginal((j, -1), False, noisy, budget.workload_sigma))
     return out
+
+
+def sub_cells(offsets: np.ndarray, cells: int) -> np.ndarray:
+    """The sub-cell of each offset in [-1, 1]: ``cells`` equal parts of the bin."""
+    return np.clip(np.floor((offsets + 1.0) / 2.0 * cells), 0, cells - 1).astype(np.int64)
+
+
+def measure_within_bins(codes: np.ndarray, offsets: np.ndarray, codec: Codec, cells: int, sigma: float,
+                        rng: np.random.Generator) -> list[np.ndarray]:
+    """Per binned numeric column: noisy counts over (code, sub-cell), codes x cells (rule 1b).
+
+    Sensitivity 1 per column: a row adds 1 to one cell of each column's histogram.
+    """
+    out = []
+    for k, j in enumerate(codec.offset_heads):
+        size = codec.columns[j].n_codes
+        exact = np.bincount(codes[:, j] * cells + sub_cells(offsets[:, k], cells), minlength=size * cells)
+        out.append((exact + rng.normal(0, sigma, exact.shape)).reshape(size, cells))
+    return out
+
+
+def offset_table(noisy: list[np.ndarray]) -> np.ndarray:
+    """Post-processing of the within-bin histograms into probabilities (columns x codes x cells):
+    negative counts to 0, each row normalised; a row with no positive count (and the padding
+    of shorter columns) is uniform."""
+    codes, cells = max(h.shape[0] for h in noisy), noisy[0].shape[1]
+    table = np.full((len(noisy), codes, cells), 1.0 / cells)
+    for k, h in enumerate(noisy):
+        positive = np.maximum(h, 0.0)
+        totals = positive.sum(1, keepdims=True)
+        table[k, : len(h)] = np.where(totals > 0, positive / np.where(totals > 0, totals, 1.0), 1.0 / cells)
+    return table
 
 
 def selection_scores(exact: list[np.ndarray], model: list[np.ndarray], n_noisy: float,

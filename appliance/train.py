@@ -92,7 +92,7 @@ def train(frame: pd.DataFrame, schema: Schema, *, out: str | Path, options: Trai
         result = gan.fit(codec.to_vectors(codes, offsets), y, codec, options, start, seed=seed,
                          progress=progress)
     else:
-        result = marginal.fit(codes, y, codec, options, start, seed=seed, progress=progress)
+        result = marginal.fit(codes, offsets, y, codec, options, start, seed=seed, progress=progress)
     loop_seconds = time.perf_counter() - loop_started
     events = start.events + result.events
     spent = round(epsilon(events, start.delta), 6) if options.dp else None

@@ -71,6 +71,11 @@ class Codec:
         return [c.n_codes for c in self.columns]
 
     @property
+    def offset_heads(self) -> list[int]:
+        """The head (column index) of each offset, in offset order."""
+        return [j for j, c in enumerate(self.columns) if c.has_offset]
+
+    @property
     def n_offsets(self) -> int:
         return sum(c.has_offset for c in self.columns)
 

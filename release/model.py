@@ -110,6 +110,10 @@ def load_model(path: str | Path) -> Model:
         _invalid(d / WEIGHTS, "does not match the SHA-256 recorded in generator.json")
     generator = Generator(config)
     generator.load_state_dict(_checked_tensors(d / WEIGHTS, weights, generator))
+    try:
+        generator.check_offset_table()
+    except ValueError as exc:
+        _invalid(d / WEIGHTS, str(exc))
     generator.eval()
     return Model(schema, codec, generator, tuple(meta["class_prior"]), meta["privacy"], meta)
 
@@ -160,7 +164,8 @@ def _check_privacy(privacy: Any, source: str) -> None:
 
 def _check_matches_codec(source: Path, config: GeneratorConfig, codec: Codec, prior: list) -> None:
     if (list(config.head_sizes) != codec.head_sizes or config.n_offsets != codec.n_offsets
-            or config.n_classes != codec.n_classes or len(prior) != codec.n_classes):
+            or config.n_classes != codec.n_classes or len(prior) != codec.n_classes
+            or (config.offsets == "table" and list(config.offset_heads) != codec.offset_heads)):
         _invalid(source, "the architecture does not match the layout its schema implies")
 
 

@@ -23,6 +23,12 @@ def encoded(n=2000, seed=0):
     return codec, codes, codec.encode_target(frame)
 
 
+def encoded_with_offsets(n=2000, seed=0):
+    codec = Codec(mixed_schema())
+    codes, offsets = codec.encode_codes(mixed_frame(n, seed))
+    return codec, codes, offsets
+
+
 def test_selection_frequencies_match_the_exponential_mechanism():
     scores = np.array([0.0, 1.0, 2.0, 4.0])
     eps, draws = 1.0, 40_000
@@ -68,9 +74,10 @@ def test_budget_composes_to_the_target_with_an_independent_accountant(target):
     codec, _, y = encoded()
     options = TrainOptions(epsilon=target, seed=0)
     start = release_target_histogram(y, codec.n_classes, options, np.random.default_rng(0))
-    budget = M.plan_budget(options, start, len(codec.columns))
+    budget = M.plan_budget(options, start, len(codec.columns), codec.n_offsets)
     events = start.events + budget.events()
-    assert [e.kind for e in events] == ["gaussian", "gaussian", "exponential", "gaussian"]
+    within = ["gaussian"] if budget.n_offsets else []
+    assert [e.kind for e in events] == ["gaussian", "gaussian", *within, "exponential", "gaussian"]
     ours = epsilon(events, start.delta)
     assert ours <= target
     assert ours == pytest.approx(target, rel=1e-3)  # the budget is spent, not wasted
@@ -193,3 +200,80 @@ def test_training_a_one_feature_table_works_end_to_end(tmp_path, monkeypatch):
     assert result.epsilon <= 1.0
     rows = sample(load_model(tmp_path / "m"), 200, seed=0)
     assert set(rows["sex"].unique()) <= {"F", "M"} and len(rows) == 200
+
+
+def test_within_bin_histograms_have_the_planned_sigma_and_count_every_row_once():
+    codec, codes, offsets = encoded_with_offsets()
+    assert codec.n_offsets >= 2
+    budget = M.Budget(rho=0.05, rounds=5, n_features=len(codec.columns), n_offsets=codec.n_offsets)
+    residuals = []
+    for seed in range(20):
+        noisy = M.measure_within_bins(codes, offsets, codec, 4, budget.offset_sigma, np.random.default_rng(seed))
+        for k, j in enumerate(codec.offset_heads):
+            exact = np.zeros((codec.columns[j].n_codes, 4))
+            np.add.at(exact, (codes[:, j], M.sub_cells(offsets[:, k], 4)), 1)
+            assert exact.sum() == len(codes)  # sensitivity 1: each row sits in one cell
+            residuals.append((noisy[k] - exact).ravel())
+    residuals = np.concatenate(residuals)
+    assert np.std(residuals) == pytest.approx(budget.offset_sigma, rel=0.06)
+    assert abs(np.mean(residuals)) < 5 * budget.offset_sigma / math.sqrt(residuals.size)
+
+
+def test_sub_cells_split_the_bin_evenly_and_keep_its_edges():
+    offsets = np.array([-1.0, -0.51, -0.49, 0.0, 0.49, 0.51, 1.0])
+    assert M.sub_cells(offsets, 4).tolist() == [0, 0, 1, 2, 2, 3, 3]
+
+
+def test_offset_table_clamps_negative_counts_and_falls_back_to_uniform():
+    noisy = [np.array([[3.0, -1.0, 1.0, 0.0], [-2.0, -1.0, 0.0, -5.0]]),
+             np.array([[1.0, 1.0, 1.0, 1.0]] * 3)]
+    table = M.offset_table(noisy)
+    assert table.shape == (2, 3, 4)
+    np.testing.assert_allclose(table[0, 0], [0.75, 0.0, 0.25, 0.0])
+    np.testing.assert_allclose(table[0, 1], [0.25] * 4)   # nothing positive: uniform
+    np.testing.assert_allclose(table[0, 2], [0.25] * 4)   # padding of the shorter column
+    np.testing.assert_allclose(table.sum(-1), 1.0)
+
+
+def test_offset_resolution_rule_is_monotone_and_can_decline():
+    # CELL_SIGNAL 2, 16 bins: 100000 / (16 x 16) = 390 rows >= 2 x 10
+    assert M.offset_resolution(100_000, 10.0) == 16
+    assert M.offset_resolution(2000, 10.0) == 4   # 2000 / 64 = 31 >= 20; 2000 / 128 = 15.6 < 20
+    assert M.offset_resolution(300, 10.0) is None  # 300 / 32 = 9.4 < 20
+    assert M.offset_resolution(5000, 2.0) >= M.offset_resolution(5000, 8.0)
+
+
+def test_a_small_table_skips_the_within_bin_histograms_and_spends_their_share_elsewhere():
+    codec, _, y = encoded(200)
+    options = TrainOptions(epsilon=0.5, seed=0)
+    start = release_target_histogram(y, codec.n_classes, options, np.random.default_rng(0))
+    budget = M.plan_budget(options, start, len(codec.columns), codec.n_offsets)
+    assert budget.n_offsets == 0
+    assert "within-bin histograms" not in [e.purpose for e in budget.events()]
+    assert epsilon(start.events + budget.events(), start.delta) == pytest.approx(0.5, rel=1e-3)
+
+
+def test_a_trained_model_draws_offsets_from_its_within_bin_table(tmp_path):
+    """The released table is the one the engine measured, and sampling follows it."""
+    from hgan.appliance.train import train
+    from hgan.release.model import load_model
+
+    codec = Codec(mixed_schema())
+    train(mixed_frame(3000, 5), mixed_schema(), out=tmp_path / "m", options=TrainOptions(epsilon=10.0, seed=0))
+    model = load_model(tmp_path / "m")
+    config = model.generator.config
+    assert config.offsets == "table" and list(config.offset_heads) == codec.offset_heads
+    table = model.generator.offset_table.numpy()
+    z = torch.randn(20_000, config.latent_dim)
+    y = torch.zeros(20_000, dtype=torch.long)
+    codes, offsets = model.generator.draw(z, y, torch.Generator().manual_seed(0))
+    codes, offsets = codes.numpy(), offsets.numpy()
+    shaped = []
+    for k, head in enumerate(config.offset_heads):
+        common = np.bincount(codes[:, head]).argmax()
+        drawn = M.sub_cells(offsets[codes[:, head] == common, k], config.offset_cells)
+        share = np.bincount(drawn, minlength=config.offset_cells) / len(drawn)
+        expected = table[k, common]
+        assert np.abs(share - expected).max() < 5 * np.sqrt(0.25 / len(drawn))
+        shaped.append(not np.allclose(expected, 1 / config.offset_cells, atol=0.05))
+    assert any(shaped)  # integer ages sit in some sub-cells only: the table is not uniform

@@ -141,3 +141,45 @@ def test_rule4_flipped_weight_byte_is_refused(tmp_path):
     with pytest.raises(InvalidInput) as err:
         load_model(tmp_path / "m")
     assert err.value.code == "model.invalid" and "SHA-256" in str(err.value)
+
+
+def table_generator(table_edit=None) -> Generator:
+    """A generator whose offsets come from a within-bin table (generator rule 5)."""
+    codec = Codec(mixed_schema())
+    torch.manual_seed(0)
+    generator = Generator(GeneratorConfig(8, (16,), codec.n_classes, tuple(codec.head_sizes), codec.n_offsets,
+                                          "table", tuple(codec.offset_heads), 4))
+    if table_edit:
+        table_edit(generator.offset_table)
+    return generator
+
+
+def test_rule5_a_within_bin_table_round_trips(tmp_path):
+    def shaped(table):
+        table.zero_()
+        table[..., 1] = 1.0
+    write(tmp_path / "m", generator=table_generator(shaped))
+    model = load_model(tmp_path / "m")
+    assert model.generator.config.offset_cells == 4
+    assert torch.equal(model.generator.offset_table, table_generator(shaped).offset_table)
+
+
+@pytest.mark.parametrize("edit", [lambda t: t.mul_(2.0), lambda t: t[0, 0].copy_(torch.tensor([1.5, -0.5, 0, 0]))])
+def test_rule5_a_within_bin_table_that_is_not_probabilities_is_refused(tmp_path, edit):
+    write(tmp_path / "m", generator=table_generator(edit))
+    with pytest.raises(InvalidInput) as err:
+        load_model(tmp_path / "m")
+    assert err.value.code == "model.invalid" and "offset_table" in str(err.value)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda a: a.update(offset_heads=a["offset_heads"][::-1]),
+    lambda a: a.update(offset_cells=0),
+    lambda a: a.update(offsets="uniform"),
+])
+def test_rules2_to_4_a_table_architecture_that_does_not_fit_the_codec_is_refused(tmp_path, edit):
+    write(tmp_path / "m", generator=table_generator())
+    _edit_metadata(tmp_path / "m", lambda m: edit(m["architecture"]))
+    with pytest.raises(InvalidInput) as err:
+        load_model(tmp_path / "m")
+    assert err.value.code == "model.invalid"
