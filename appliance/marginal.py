@@ -51,7 +51,7 @@ from hgan.release.schema import NumericColumn
 
 WORKLOAD_SHARE = 0.3   # of rho, for the (feature, target) marginals
 OFFSET_SHARE = 0.1     # of rho, for the within-bin histograms
-OFFSET_CELLS = (2, 4, 8, 16)  # candidate sub-cells per bin (rule 3)
+OFFSET_CELLS = (4, 8, 16)     # candidate sub-cells per bin (rule 3); 2 halves of a bin were not worth their share
 SELECT_SHARE = 0.1     # of each round's rho, for the exponential mechanism (AIM's split)
 COARSE_BINS = (2, 4, 8, 16)
 CELL_SIGNAL = 2.0      # measured cells should hold >= CELL_SIGNAL x noise std rows on average
