@@ -17,7 +17,7 @@ Rules:
    same encoding (names, bounds, transforms, categories, nullability) and an
    architecture of that layout, else ``ValueError`` naming the model and the
    first column that differs. A reference generator must also come from the
-   same engine with the same offset mode (its losses are subtracted term by
+   same engine and use its offset head alike (its losses are subtracted term by
    term). Neither model is changed: the attack works on copies.
 2. Reconstruction loss of a row ``x`` (codes ``c_j``, offsets ``o_k``, class
    ``y``) at a latent ``z``::
@@ -30,9 +30,11 @@ Rules:
    The first two terms are the negative log-likelihood of the row under the
    generator's output (heads' softmax; offsets as a unit-variance Gaussian up
    to a factor 2 and a constant); the last is the negative log-density of the
-   N(0, I) latent. A generator with ``offsets = "uniform"`` draws offsets
-   uniformly (``release/generator.py`` rule 4), so its offset head carries no
-   information and is skipped. Chen et al. use an L2 (+ LPIPS) distance on
+   N(0, I) latent. A generator with ``offsets = "uniform"`` or ``"table"``
+   draws offsets without the latent (``release/generator.py`` rules 4-5), so
+   its offset head carries no information and is skipped; the two are alike
+   here (a small reference table may get no within-bin table where the target
+   generator has one). Chen et al. use an L2 (+ LPIPS) distance on
    images and the norm regulariser ``(||z||^2 - dim)^2`` at weight 0.001; the
    negative log-likelihood is the natural distance for softmax heads, and the
    Gaussian prior term keeps the search near the latents that sampling uses.
@@ -265,7 +267,7 @@ def _encoding(schema: Schema) -> list:
 def _check_same_family(model: Model, reference_model: Model) -> None:
     engines = (model.metadata.get("engine"), reference_model.metadata.get("engine"))
     modes = (model.generator.config.offsets, reference_model.generator.config.offsets)
-    if engines[0] != engines[1] or modes[0] != modes[1]:
+    if engines[0] != engines[1] or (modes[0] == "learned") != (modes[1] == "learned"):
         raise ValueError(f"reference_model: engine {engines[1]!r} with offsets {modes[1]!r} differs from the "
                          f"target generator's ({engines[0]!r}, {modes[0]!r}); train the reference generator "
                          "with the same options on the reference rows")

@@ -237,3 +237,18 @@ def test_unknown_ids_missing_reference_few_rows_and_unseeded_rng_are_refused(mix
     with pytest.raises(TypeError, match="Model"):
         whitebox.gan_leaks_wb(model.generator, members, non_members, mixed_schema(), np.random.default_rng(0))
     assert ATTACK_IDS == ("mia.gan_leaks_wb", "mia.gan_leaks_wb_calibrated")
+
+
+def test_rule1_a_reference_generator_must_use_its_offset_head_as_the_target_does():
+    """"uniform" and "table" offsets both ignore the latent, so they pair; "learned" does not."""
+    schema = mixed_schema()
+    codec = Codec(schema)
+
+    def model(offsets):
+        extra = {"offset_heads": tuple(codec.offset_heads), "offset_cells": 4} if offsets == "table" else {}
+        config = GeneratorConfig(8, (16,), codec.n_classes, tuple(codec.head_sizes), codec.n_offsets, offsets, **extra)
+        return Model(schema, codec, Generator(config), (0.5, 0.5), {}, {"engine": "marginal-mlp"})
+
+    whitebox._check_same_family(model("table"), model("uniform"))
+    with pytest.raises(ValueError, match="reference_model"):
+        whitebox._check_same_family(model("learned"), model("uniform"))
