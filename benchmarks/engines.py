@@ -473,7 +473,9 @@ def report(args: argparse.Namespace) -> None:
         "`benchmarks/peers_runner.py` inside `benchmarks/_work/peers`. Raw numbers, per seed, with the "
         f"invocation that produced them: `{path.relative_to(REPO) if path.is_relative_to(REPO) else path}`.", "",
         f"**Commands** ({len(inv)} invocations, appended to one results file):", "",
-        *[f"- `{i['command']}` ({i['date']}, code {i['code']})" for i in inv], "",
+        *[f"- `{i['command']}` ({i['date']}, code {i['code']}"
+          f"{'; ' + str(sum(r['invocation'] == i['id'] for r in data['results'])) + ' records kept'}"
+          f"{'; ' + i['note'] if i.get('note') else ''})" for i in inv], "",
         f"**Machine**: nproc {m['nproc']}, CPU \"{m['cpu']}\", Python {m['python']}, torch {m['torch']} "
         f"(1 thread), opacus {m['opacus']}, scikit-learn {m['sklearn']}; peers: smartnoise-synth "
         f"{peers.get('smartnoise-synth', '?')}, mbi {peers.get('mbi', '?')} with `mbi_fix` (mbi PR #145), "
