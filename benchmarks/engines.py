@@ -48,7 +48,9 @@ Methods:
 Results: one record per (table, epsilon, seed, method) appended to
 ``benchmarks/results/engines.json`` as soon as it is done, with the invocation (command,
 date, machine); a cell already there is skipped (``--retry`` re-runs errors and
-timeouts). ``report`` writes ``benchmarks/ENGINES.md``. ``merge`` folds the results of
+timeouts). ``report`` writes ``benchmarks/ENGINES.md``. ``--set NAME=VALUE`` runs a variant of the
+marginal engine (a constant of ``appliance/marginal.py`` overridden; the command line in
+the invocation records it); keep variants in their own ``--out`` folder. ``merge`` folds the results of
 runs made with ``--out DIR`` (e.g. two methods run side by side) into the results file:
 their invocations are appended, and each of their records replaces the one for the same
 cell. ``--quick`` (rotterdam,
@@ -330,6 +332,19 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
                     print(summary_line(record), flush=True)
 
 
+def apply_overrides(overrides: list[str]) -> None:
+    """``NAME=VALUE`` pairs set on ``hgan.appliance.marginal`` (VALUE a Python literal); an
+    unknown NAME is an error, so a typo cannot pass for a variant."""
+    import ast
+
+    from hgan.appliance import marginal
+    for item in overrides:
+        name, _, value = item.partition("=")
+        if not name.isupper() or not hasattr(marginal, name):
+            raise SystemExit(f"--set {item}: appliance/marginal.py has no constant {name!r}")
+        setattr(marginal, name, ast.literal_eval(value))
+
+
 def merge(args: argparse.Namespace) -> None:
     """Fold ``--out`` folders into the results file (module docstring)."""
     path = args.out / "engines.json"
@@ -562,15 +577,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peer-timeout", type=float, default=PEER_TIMEOUT, help="seconds per peer run")
     parser.add_argument("--stop-after", type=float, default=None, help="start no new fit after this many minutes")
     parser.add_argument("--retry", action="store_true", help="re-run cells recorded as timeout or error")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a constant of appliance/marginal.py for this run (a variant of "
+                             "'ours', e.g. --set FIT_BATCH=2048); use with --out, never into the main results")
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder (default benchmarks/results; benchmarks/_work/results with --quick)")
     args = parser.parse_args(argv)
     if args.quick:
         for name, value in QUICK.items():
             setattr(args, name, value)
+    if args.overrides and args.out is None:
+        parser.error("--set runs a variant: give it its own --out folder")
     args.out = args.out or HERE / ("_work/results" if args.quick else "results")
     args.report_to = HERE / ("_work/ENGINES.md" if args.quick else "ENGINES.md")
     torch.set_num_threads(THREADS)
+    apply_overrides(args.overrides)
     if args.action == "report":
         report(args)
     elif args.action == "merge":
