@@ -76,6 +76,7 @@ def test_budget_composes_to_the_target_with_an_independent_accountant(target):
     start = release_target_histogram(y, codec.n_classes, options, np.random.default_rng(0))
     budget = M.plan_budget(options, start, len(codec.columns), codec.n_offsets)
     events = start.events + budget.events()
+    assert bool(budget.n_offsets) == (target >= 3.5)  # 2000 rows: the within-bin histograms from 3.5 on
     within = ["gaussian"] if budget.n_offsets else []
     assert [e.kind for e in events] == ["gaussian", "gaussian", *within, "exponential", "gaussian"]
     ours = epsilon(events, start.delta)
