@@ -260,7 +260,8 @@ def test_a_trained_model_draws_offsets_from_its_within_bin_table(tmp_path):
     from hgan.release.model import load_model
 
     codec = Codec(mixed_schema())
-    train(mixed_frame(3000, 5), mixed_schema(), out=tmp_path / "m", options=TrainOptions(epsilon=10.0, seed=0))
+    frame = mixed_frame(3000, 5)
+    train(frame, mixed_schema(), out=tmp_path / "m", options=TrainOptions(epsilon=10.0, seed=0))
     model = load_model(tmp_path / "m")
     config = model.generator.config
     assert config.offsets == "table" and list(config.offset_heads) == codec.offset_heads
@@ -278,3 +279,9 @@ def test_a_trained_model_draws_offsets_from_its_within_bin_table(tmp_path):
         assert np.abs(share - expected).max() < 5 * np.sqrt(0.25 / len(drawn))
         shaped.append(not np.allclose(expected, 1 / config.offset_cells, atol=0.05))
     assert any(shaped)  # integer ages sit in some sub-cells only: the table is not uniform
+    exact_codes, exact_offsets = codec.encode_codes(frame)
+    for k, head in enumerate(config.offset_heads):  # a DP release, not the exact shares
+        counts = np.zeros(table.shape[1:])
+        np.add.at(counts, (exact_codes[:, head], M.sub_cells(exact_offsets[:, k], config.offset_cells)), 1)
+        exact = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+        assert not np.allclose(table[k][counts.sum(1) > 0], exact[counts.sum(1) > 0], atol=1e-4)
