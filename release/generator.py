@@ -117,7 +117,7 @@ class Generator(nn.Module):
         if self.config.offsets != "table":
             return
         table = self.offset_table
-        if (table < 0).any() or not torch.allclose(table.sum(-1), torch.ones(table.shape[:2]), atol=1e-4):
+        if (table < 0).any() or not torch.allclose(table.sum(-1), torch.ones_like(table[..., 0]), atol=1e-4):
             raise ValueError("offset_table rows must be non-negative and sum to 1")
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
