@@ -37,7 +37,7 @@ Rules:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from hgan.appliance.accounting import PrivacyEvent, calibrate_scale, epsilon
 from hgan.appliance.engine import EngineResult, Progress, ProgressReport, Start, TrainOptions, bad_option
 from hgan.release.codec import NUMERIC_BINS, Codec
-from hgan.release.generator import Generator, GeneratorConfig
+from hgan.release.generator import Generator, GeneratorConfig, sub_cells
 from hgan.release.schema import NumericColumn
 
 WORKLOAD_SHARE = 0.3   # of rho, for the (feature, target) marginals
@@ -78,7 +78,8 @@ class Budget:
     rho: float
     rounds: int
     n_features: int
-    n_offsets: int = 0  # binned numeric columns with a within-bin histogram; 0 skips (b)
+    n_offsets: int = 0     # binned numeric columns with a within-bin histogram; 0 skips (b)
+    offset_cells: int = 0  # sub-cells per bin of (b), chosen by plan_budget
 
     @property
     def offset_share(self) -> float:
@@ -131,15 +132,19 @@ NON_PRIVATE_RHO = 1e6  # dp=False: noise std ~ 1e-3 rows, selection ~ argmax
 
 
 def plan_budget(options: TrainOptions, start: Start, n_features: int, n_offsets: int = 0) -> Budget:
-    """The largest budget whose events, composed with the histogram's, meet the target (rule 2);
-    without the within-bin histograms when ``offset_resolution`` finds them not worth measuring."""
+    """The largest budget whose events, composed with the histogram's, meet the target (rule 2),
+    with the within-bin resolution ``offset_resolution`` picks, or without the within-bin
+    histograms when it finds none worth measuring (rule 3)."""
     if not options.dp:
-        return Budget(NON_PRIVATE_RHO, rounds_rule(n_features, 100.0), n_features, n_offsets)
-    rounds = rounds_rule(n_features, options.epsilon)
-    budget = _calibrated(options, start, rounds, n_features, n_offsets)
-    if n_offsets and offset_resolution(start.n, budget.offset_sigma) is None:
-        budget = _calibrated(options, start, rounds, n_features, 0)
-    return budget
+        budget = Budget(NON_PRIVATE_RHO, rounds_rule(n_features, 100.0), n_features, n_offsets)
+    else:
+        budget = _calibrated(options, start, rounds_rule(n_features, options.epsilon), n_features, n_offsets)
+    cells = offset_resolution(start.n, budget.offset_sigma) if n_offsets else None
+    if cells:
+        return replace(budget, offset_cells=cells)
+    if options.dp and n_offsets:  # (b) skipped: its share goes to the rest (rule 3)
+        return _calibrated(options, start, budget.rounds, n_features, 0)
+    return replace(budget, n_offsets=0)
 
 
 def _calibrated(options: TrainOptions, start: Start, rounds: int, n_features: int, n_offsets: int) -> Budget:
@@ -225,7 +230,7 @@ def fit(codes: np.ndarray, offsets: np.ndarray, y: np.ndarray, codec: Codec, opt
     budget = plan_budget(options, start, d, codec.n_offsets)
     rng = np.random.default_rng(seed)
     measured = measure_workload(codes, y, codec, budget, rng)
-    cells = offset_resolution(start.n, budget.offset_sigma) if budget.n_offsets else None
+    cells = budget.offset_cells
     table = offset_table(measure_within_bins(codes, offsets, codec, cells, budget.offset_sigma, rng)) if cells else None
     counts = class_counts(measured, start, codec.n_classes)
     prior, n_noisy = counts / counts.sum(), float(counts.sum())
@@ -253,7 +258,7 @@ def fit(codes: np.ndarray, offsets: np.ndarray, y: np.ndarray, codec: Codec, opt
     fitter.fit(measured, FIT_STEPS_FINAL, anneal=True)
     events = budget.events() if options.dp else []
     details = {"engine": ENGINE, "rounds": budget.rounds, "coarse_bins": domains.coarse_bins,
-               "offset_cells": cells, "workload_sigma": budget.workload_sigma if options.dp else None,
+               "offset_cells": cells or None, "workload_sigma": budget.workload_sigma if options.dp else None,
                "offset_sigma": budget.offset_sigma if options.dp and cells else None,
                "measure_sigma": budget.measure_sigma if options.dp and budget.rounds else None,
                "select_epsilon": budget.select_epsilon if options.dp and budget.rounds else None,
@@ -268,7 +273,7 @@ def _name(codec: Codec, columns: tuple[int, ...]) -> str:
     return " x ".join(target if j < 0 else codec.columns[j].name for j in columns)
 
 
-def _config(codec: Codec, options: TrainOptions, cells: int | None) -> GeneratorConfig:
+def _config(codec: Codec, options: TrainOptions, cells: int) -> GeneratorConfig:
     """Offsets from the within-bin table when it was measured, else uniform inside the bin."""
     table = {"offsets": "table", "offset_heads": tuple(codec.offset_heads), "offset_cells": cells} if cells else \
         {"offsets": "uniform"}
@@ -285,11 +290,6 @@ def measure_workload(codes: np.ndarray, y: np.ndarray, codec: Codec, budget: Bud
         noisy = exact + rng.normal(0, budget.workload_sigma, exact.shape)
         out.append(Marginal((j, -1), False, noisy, budget.workload_sigma))
     return out
-
-
-def sub_cells(offsets: np.ndarray, cells: int) -> np.ndarray:
-    """The sub-cell of each offset in [-1, 1]: ``cells`` equal parts of the bin."""
-    return np.clip(np.floor((offsets + 1.0) / 2.0 * cells), 0, cells - 1).astype(np.int64)
 
 
 def measure_within_bins(codes: np.ndarray, offsets: np.ndarray, codec: Codec, cells: int, sigma: float,

@@ -62,6 +62,7 @@ machine has 2 shared cores.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -335,8 +336,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
 def apply_overrides(overrides: list[str]) -> None:
     """``NAME=VALUE`` pairs set on ``hgan.appliance.marginal`` (VALUE a Python literal); an
     unknown NAME is an error, so a typo cannot pass for a variant."""
-    import ast
-
     from hgan.appliance import marginal
     for item in overrides:
         name, _, value = item.partition("=")

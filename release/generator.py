@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -94,6 +95,12 @@ def _check_offset_table_fields(raw: dict) -> None:
             or not all(0 <= h < len(raw["head_sizes"]) for h in heads):
         raise ValueError('architecture with offsets = "table" needs offset_cells >= 1 and one increasing '
                          'head index per offset column in offset_heads')
+
+
+def sub_cells(offsets: np.ndarray, cells: int) -> np.ndarray:
+    """The sub-cell (rule 5) of each offset in [-1, 1]: ``cells`` equal parts of the bin; the
+    inverse of the place ``draw`` gives a sub-cell."""
+    return np.clip(np.floor((offsets + 1.0) / 2.0 * cells), 0, cells - 1).astype(np.int64)
 
 
 class Generator(nn.Module):

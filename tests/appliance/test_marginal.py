@@ -12,7 +12,7 @@ from hgan.appliance import marginal as M
 from hgan.appliance.accounting import epsilon
 from hgan.appliance.engine import TrainOptions, release_target_histogram
 from hgan.release.codec import Codec
-from hgan.release.generator import Generator, GeneratorConfig
+from hgan.release.generator import Generator, GeneratorConfig, sub_cells
 from tests.conftest import mixed_frame, mixed_schema
 
 
@@ -212,7 +212,7 @@ def test_within_bin_histograms_have_the_planned_sigma_and_count_every_row_once()
         noisy = M.measure_within_bins(codes, offsets, codec, 4, budget.offset_sigma, np.random.default_rng(seed))
         for k, j in enumerate(codec.offset_heads):
             exact = np.zeros((codec.columns[j].n_codes, 4))
-            np.add.at(exact, (codes[:, j], M.sub_cells(offsets[:, k], 4)), 1)
+            np.add.at(exact, (codes[:, j], sub_cells(offsets[:, k], 4)), 1)
             assert exact.sum() == len(codes)  # sensitivity 1: each row sits in one cell
             residuals.append((noisy[k] - exact).ravel())
     residuals = np.concatenate(residuals)
@@ -222,7 +222,7 @@ def test_within_bin_histograms_have_the_planned_sigma_and_count_every_row_once()
 
 def test_sub_cells_split_the_bin_evenly_and_keep_its_edges():
     offsets = np.array([-1.0, -0.51, -0.49, 0.0, 0.49, 0.51, 1.0])
-    assert M.sub_cells(offsets, 4).tolist() == [0, 0, 1, 2, 2, 3, 3]
+    assert sub_cells(offsets, 4).tolist() == [0, 0, 1, 2, 2, 3, 3]
 
 
 def test_offset_table_clamps_negative_counts_and_falls_back_to_uniform():
@@ -273,7 +273,7 @@ def test_a_trained_model_draws_offsets_from_its_within_bin_table(tmp_path):
     shaped = []
     for k, head in enumerate(config.offset_heads):
         common = np.bincount(codes[:, head]).argmax()
-        drawn = M.sub_cells(offsets[codes[:, head] == common, k], config.offset_cells)
+        drawn = sub_cells(offsets[codes[:, head] == common, k], config.offset_cells)
         share = np.bincount(drawn, minlength=config.offset_cells) / len(drawn)
         expected = table[k, common]
         assert np.abs(share - expected).max() < 5 * np.sqrt(0.25 / len(drawn))
@@ -282,6 +282,6 @@ def test_a_trained_model_draws_offsets_from_its_within_bin_table(tmp_path):
     exact_codes, exact_offsets = codec.encode_codes(frame)
     for k, head in enumerate(config.offset_heads):  # a DP release, not the exact shares
         counts = np.zeros(table.shape[1:])
-        np.add.at(counts, (exact_codes[:, head], M.sub_cells(exact_offsets[:, k], config.offset_cells)), 1)
+        np.add.at(counts, (exact_codes[:, head], sub_cells(exact_offsets[:, k], config.offset_cells)), 1)
         exact = counts / np.maximum(counts.sum(1, keepdims=True), 1)
         assert not np.allclose(table[k][counts.sum(1) > 0], exact[counts.sum(1) > 0], atol=1e-4)
