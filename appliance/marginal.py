@@ -19,15 +19,17 @@ Rules:
    c. ``rounds`` times: one marginal chosen by the exponential mechanism
       (score: L1 error of the current generator on it minus the expected
       noise, sensitivity 1), then measured with the Gaussian mechanism.
+   Every marginal is measured at the codec's codes, as AIM measures the full
+   domain it is given (merging numeric codes into coarser cells lost utility
+   at every epsilon measured, even where the cells are noisy).
 2. Budgets are fixed in advance by public rules: one zCDP-style scale ``rho``
    is split ``WORKLOAD_SHARE`` to (a), ``OFFSET_SHARE`` to (b) and the rest
    evenly over the rounds, ``SELECT_SHARE`` of each round to selection;
    ``rho`` is the largest whose composed epsilon (RDP accountant) meets the
    target.
 3. ``rounds`` is a public rule of the number of features and epsilon; the
-   measured resolution of numeric columns (pair cells and sub-cells) is a
-   public rule of the noise and a DP row count (the target histogram's for
-   (b), the workload's for (c)). (b) is skipped, and its share given to the
+   sub-cells of (b) are a public rule of the noise and the target
+   histogram's DP row count. (b) is skipped, and its share given to the
    rest, when the rule finds no resolution worth measuring. The exact row
    count is never used.
 4. The generator reads only noisy marginals: its training (and any choice
@@ -47,14 +49,12 @@ from hgan.appliance.accounting import PrivacyEvent, calibrate_scale, epsilon
 from hgan.appliance.engine import EngineResult, Progress, ProgressReport, Start, TrainOptions, bad_option
 from hgan.release.codec import NUMERIC_BINS, Codec
 from hgan.release.generator import Generator, GeneratorConfig, sub_cells
-from hgan.release.schema import NumericColumn
 
 WORKLOAD_SHARE = 0.3   # of rho, for the (feature, target) marginals
 OFFSET_SHARE = 0.1     # of rho, for the within-bin histograms
 OFFSET_CELLS = (4, 8, 16)     # candidate sub-cells per bin (rule 3); 2 halves of a bin were not worth their share
 SELECT_SHARE = 0.1     # of each round's rho, for the exponential mechanism (AIM's split)
-COARSE_BINS = (2, 4, 8, 16)
-CELL_SIGNAL = 2.0      # measured cells should hold >= CELL_SIGNAL x noise std rows on average
+CELL_SIGNAL = 2.0      # sub-cells should hold >= CELL_SIGNAL x noise std rows on average
 FIT_BATCH = 512
 HIDDEN = (128, 128)
 FIT_STEPS_PER_ROUND = 60
@@ -170,42 +170,15 @@ class Marginal:
     """A measured marginal: columns (feature indices; -1 is the target), noisy counts, noise std."""
 
     columns: tuple[int, ...]
-    coarse: bool
     noisy: np.ndarray
     sigma: float
 
 
-class Domains:
-    """Cells of each column: fine (the codec's codes) and coarse (numeric bins merged)."""
-
-    def __init__(self, codec: Codec, coarse_bins: int) -> None:
-        self.coarse_bins = coarse_bins
-        self.fine = [c.n_codes for c in codec.columns]
-        self.n_classes = codec.n_classes
-        self.maps = [_coarse_map(c.n_codes, c.nullable,
-                                 coarse_bins if isinstance(col, NumericColumn) else c.n_codes)
-                     for col, c in zip(codec.features, codec.columns)]
-        self.coarse = [int(m.max()) + 1 for m in self.maps]
-
-    def cells(self, columns: tuple[int, ...], coarse: bool) -> list[int]:
-        sizes = self.coarse if coarse else self.fine
-        return [self.n_classes if j < 0 else sizes[j] for j in columns]
-
-
-def _coarse_map(n_codes: int, nullable: bool, bins: int) -> np.ndarray:
-    """Merge consecutive value codes into at most ``bins`` cells; missing stays its own."""
-    n_values = n_codes - int(nullable)
-    bins = min(bins, n_values)
-    mapping = (np.arange(n_values) * bins) // n_values
-    return np.concatenate([mapping, [bins]]) if nullable else mapping
-
-
-def histogram(codes: np.ndarray, y: np.ndarray, columns: tuple[int, ...], sizes: list[int],
-              maps: list[np.ndarray] | None) -> np.ndarray:
-    """Exact counts of the rows over the cells of ``columns`` (flattened)."""
+def histogram(codes: np.ndarray, y: np.ndarray, columns: tuple[int, ...], sizes: list[int]) -> np.ndarray:
+    """Exact counts of the rows over the cells of ``columns`` (flattened, the last column fastest)."""
     index = np.zeros(len(y), dtype=np.int64)
     for j, size in zip(columns, sizes):
-        values = y if j < 0 else (maps[j][codes[:, j]] if maps is not None else codes[:, j])
+        values = y if j < 0 else codes[:, j]
         index = index * size + values
     return np.bincount(index, minlength=int(np.prod(sizes))).astype(np.float64)
 
@@ -234,22 +207,21 @@ def fit(codes: np.ndarray, offsets: np.ndarray, y: np.ndarray, codec: Codec, opt
     table = offset_table(measure_within_bins(codes, offsets, codec, cells, budget.offset_sigma, rng)) if cells else None
     counts = class_counts(measured, start, codec.n_classes)
     prior, n_noisy = counts / counts.sum(), float(counts.sum())
-    domains = Domains(codec, coarse_resolution(n_noisy, budget.measure_sigma))
     device = torch.device(options.device)
     torch.manual_seed(seed)
     generator = Generator(_config(codec, options, cells))
     if table is not None:
         generator.offset_table.copy_(torch.as_tensor(table, dtype=torch.float32))
     generator = generator.to(device)
-    fitter = Fitter(generator, domains, prior, n_noisy, seed)
+    fitter = Fitter(generator, codec.head_sizes, prior, n_noisy, seed)
     fitter.fit(measured, FIT_STEPS_PER_ROUND)
     candidates = candidate_marginals(d, codec.n_classes)
-    exact = [histogram(codes, y, c, domains.cells(c, coarse=True), domains.maps) for c in candidates]
+    exact = [histogram(codes, y, c, shape(codec, c)) for c in candidates]
     for r in range(budget.rounds):
         scores = selection_scores(exact, fitter.expected(candidates), n_noisy, budget.measure_sigma)
         k = select(scores, budget.select_epsilon, rng)
         noisy = exact[k] + rng.normal(0, budget.measure_sigma, exact[k].shape)
-        measured.append(Marginal(candidates[k], True, noisy, budget.measure_sigma))
+        measured.append(Marginal(candidates[k], noisy, budget.measure_sigma))
         fitter.fit(measured, FIT_STEPS_PER_ROUND)
         if progress:
             spent = epsilon(start.events + budget.events(r + 1), start.delta) if options.dp else None
@@ -257,7 +229,7 @@ def fit(codes: np.ndarray, offsets: np.ndarray, y: np.ndarray, codec: Codec, opt
                                     f"measured {_name(codec, candidates[k])}"))
     fitter.fit(measured, FIT_STEPS_FINAL, anneal=True)
     events = budget.events() if options.dp else []
-    details = {"engine": ENGINE, "rounds": budget.rounds, "coarse_bins": domains.coarse_bins,
+    details = {"engine": ENGINE, "rounds": budget.rounds,
                "offset_cells": cells or None, "workload_sigma": budget.workload_sigma if options.dp else None,
                "offset_sigma": budget.offset_sigma if options.dp and cells else None,
                "measure_sigma": budget.measure_sigma if options.dp and budget.rounds else None,
@@ -266,6 +238,11 @@ def fit(codes: np.ndarray, offsets: np.ndarray, y: np.ndarray, codec: Codec, opt
                "fit_steps": FIT_STEPS_PER_ROUND * (budget.rounds + 1) + FIT_STEPS_FINAL,
                "selection": "last step (no data-dependent choice)"}
     return EngineResult(generator.cpu(), list(prior), events, details)
+
+
+def shape(codec: Codec, columns: tuple[int, ...]) -> list[int]:
+    """Cells of each of ``columns`` (-1: the target's classes): the codec's codes."""
+    return [codec.n_classes if j < 0 else codec.columns[j].n_codes for j in columns]
 
 
 def _name(codec: Codec, columns: tuple[int, ...]) -> str:
@@ -285,10 +262,10 @@ def measure_workload(codes: np.ndarray, y: np.ndarray, codec: Codec, budget: Bud
                      rng: np.random.Generator) -> list[Marginal]:
     """Every (feature, target) marginal at the codec's resolution, with Gaussian noise (rule 1a)."""
     out = []
-    for j, column in enumerate(codec.columns):
-        exact = histogram(codes, y, (j, -1), [column.n_codes, codec.n_classes], None)
+    for j in range(len(codec.columns)):
+        exact = histogram(codes, y, (j, -1), shape(codec, (j, -1)))
         noisy = exact + rng.normal(0, budget.workload_sigma, exact.shape)
-        out.append(Marginal((j, -1), False, noisy, budget.workload_sigma))
+        out.append(Marginal((j, -1), noisy, budget.workload_sigma))
     return out
 
 
@@ -329,13 +306,6 @@ def selection_scores(exact: list[np.ndarray], model: list[np.ndarray], n_noisy: 
                      for e, m in zip(exact, model)])
 
 
-def coarse_resolution(n_noisy: float, sigma: float) -> int:
-    """Numeric cells per column in selected marginals: the largest of ``COARSE_BINS``
-    whose pair cells hold on average >= CELL_SIGNAL x sigma rows (rule 3)."""
-    fitting = [b for b in COARSE_BINS if n_noisy / (b * b) >= CELL_SIGNAL * sigma]
-    return max(fitting) if fitting else COARSE_BINS[0]
-
-
 def class_counts(workload: list[Marginal], start: Start, n_classes: int) -> np.ndarray:
     """DP class counts: inverse-variance average of the histogram and the workload's
     class sums (post-processing), clamped to >= 1."""
@@ -356,51 +326,58 @@ def candidate_marginals(d: int, n_classes: int) -> list[tuple[int, ...]]:
 # -- fitting (post-processing: reads only noisy marginals) ---------------------------
 
 class Moments:
-    """Every marginal of a batch as a slice of one vector of batch moments.
+    """The expected marginals of a batch, for a fixed list of marginals.
 
-    With ``P`` the heads' code probabilities (batch x fine cells), ``Q = P A``
-    their coarse cells and ``Y`` the one-hot classes, the vector is
-    ``[P'Y | Q'Q | Q' diag(Y_c) Q for each class c] / batch``: three matrix
-    products give the expected value of every workload, pair and (pair,
-    target) marginal at once. ``index`` says where a marginal's cells are, in
-    the order ``histogram`` counts them.
+    Heads are independent given (z, y), so with ``P`` the heads' code
+    probabilities (batch x codes of every column) the expected share of the
+    cell (a = i, b = j, target = c) is the batch mean of ``P[a, i] P[b, j] [y = c]``.
+    Marginals over columns of the same sizes are computed together, as one
+    batched product per class. ``compute`` returns each marginal's cells in the
+    order ``histogram`` counts them, the marginals one after another.
     """
 
-    def __init__(self, domains: Domains, device: torch.device) -> None:
-        self.fine_at = np.concatenate([[0], np.cumsum(domains.fine)])
-        self.coarse_at = np.concatenate([[0], np.cumsum(domains.coarse)])
-        self.n_fine, self.n_coarse = int(self.fine_at[-1]), int(self.coarse_at[-1])
-        self.n_classes = domains.n_classes
-        self.pairs_at = self.n_fine * self.n_classes
-        self.triples_at = self.pairs_at + self.n_coarse**2
-        block = np.zeros((self.n_fine, self.n_coarse), dtype=np.float32)
-        for j, mapping in enumerate(domains.maps):
-            block[self.fine_at[j] + np.arange(len(mapping)), self.coarse_at[j] + mapping] = 1.0
-        self.coarsen = torch.as_tensor(block, device=device)
+    def __init__(self, sizes: list[int], n_classes: int, marginals: list[tuple[int, ...]],
+                 device: torch.device) -> None:
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        groups: dict[tuple[tuple[int, ...], bool], list[int]] = {}
+        for k, columns in enumerate(marginals):
+            features = tuple(j for j in columns if j >= 0)
+            groups.setdefault((tuple(sizes[j] for j in features), len(features) < len(columns)), []).append(k)
+        self.groups: list[tuple[list[torch.Tensor], bool]] = []  # (codes of each feature position, with target)
+        self.widths = [0] * len(marginals)
+        place, at = [0] * len(marginals), 0
+        for (shape, with_target), members in groups.items():
+            self.groups.append(([torch.as_tensor(np.stack([starts[marginals[k][p]] + np.arange(size)
+                                                           for k in members]), device=device)
+                                 for p, size in enumerate(shape)], with_target))
+            for k in members:
+                self.widths[k] = int(np.prod(shape)) * (n_classes if with_target else 1)
+                place[k], at = at, at + self.widths[k]
+        self.order = torch.as_tensor(np.concatenate([np.arange(p, p + w) for p, w in zip(place, self.widths)]
+                                                    + [np.zeros(0)]).astype(np.int64), device=device)
 
-    def index(self, columns: tuple[int, ...], coarse: bool) -> np.ndarray:
-        classes = np.arange(self.n_classes)
-        if not coarse:
-            j, _ = columns
-            cells = self.fine_at[j] + np.arange(self.fine_at[j + 1] - self.fine_at[j])
-            return (cells[:, None] * self.n_classes + classes[None, :]).ravel()
-        a = self.coarse_at[columns[0]] + np.arange(self.coarse_at[columns[0] + 1] - self.coarse_at[columns[0]])
-        b = self.coarse_at[columns[1]] + np.arange(self.coarse_at[columns[1] + 1] - self.coarse_at[columns[1]])
-        if len(columns) == 2:
-            return self.pairs_at + (a[:, None] * self.n_coarse + b[None, :]).ravel()
-        square = self.n_coarse**2
-        return self.triples_at + (classes[None, None, :] * square + a[:, None, None] * self.n_coarse
-                                  + b[None, :, None]).ravel()
+    def compute(self, probs: torch.Tensor, class_rows: list[slice]) -> torch.Tensor:
+        """Expected shares of every marginal's cells, for a batch whose rows of class ``c``
+        are ``probs[class_rows[c]]``."""
+        parts = []
+        for codes, with_target in self.groups:
+            factors = [probs[:, c] for c in codes]  # one per feature: batch x marginals x size
+            blocks = [_product([f[rows] for f in factors]) for rows in class_rows] if with_target \
+                else [_product(factors)]
+            parts.append(torch.stack(blocks, dim=-1).reshape(-1))
+        return torch.cat(parts)[self.order] / probs.shape[0]
 
-    def compute(self, probs: torch.Tensor, y_hot: torch.Tensor) -> torch.Tensor:
-        """The moment vector of a batch (``probs``: batch x fine cells)."""
-        batch = probs.shape[0]
-        q = probs @ self.coarsen
-        parts = [(probs.T @ y_hot).reshape(-1), (q.T @ q).reshape(-1)]
-        if self.n_classes > 1:  # Q' diag(Y_c) Q for every class c, as one batched product
-            per_class = q.unsqueeze(0) * y_hot.T.unsqueeze(2)
-            parts.append(torch.matmul(per_class.transpose(1, 2), q).reshape(-1))
-        return torch.cat(parts) / batch
+    def split(self, vector: np.ndarray) -> list[np.ndarray]:
+        """``compute``'s vector as one array per marginal."""
+        return np.split(vector, np.cumsum(self.widths)[:-1]) if self.widths else []
+
+
+def _product(factors: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over the batch of the outer product of one or two factors (batch x marginals x size)."""
+    if len(factors) == 1:
+        return factors[0].sum(0)
+    a, b = factors
+    return torch.bmm(a.permute(1, 2, 0), b.permute(1, 0, 2))
 
 
 class Fitter:
@@ -410,22 +387,22 @@ class Fitter:
     weighted by the inverse noise variance (GEM's objective with weights).
     """
 
-    def __init__(self, generator: Generator, domains: Domains, prior: np.ndarray, n_noisy: float,
+    def __init__(self, generator: Generator, sizes: list[int], prior: np.ndarray, n_noisy: float,
                  seed: int) -> None:
         self.generator = generator
+        self.sizes = list(sizes)
         self.prior = prior
         self.n_noisy = n_noisy
         self.device = next(generator.parameters()).device
-        self.moments = Moments(domains, self.device)
         self.optimizer = torch.optim.Adam(generator.parameters(), lr=FIT_LR)
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
+        self._candidates: tuple[tuple[tuple[int, ...], ...], Moments] | None = None
 
     def fit(self, marginals: list[Marginal], steps: int, *, anneal: bool = False) -> None:
         """``steps`` Adam steps on fresh batches; ``anneal``: the learning rate decays from
         ``FIT_LR`` to ``FIT_LR_FLOOR`` on a cosine over the steps (the final fit: a decayed rate
         settles on a minimum instead of wandering around it with the batch noise)."""
-        index = torch.as_tensor(np.concatenate([self.moments.index(m.columns, m.coarse) for m in marginals]),
-                                device=self.device)
+        moments = Moments(self.sizes, len(self.prior), [m.columns for m in marginals], self.device)
         target = torch.as_tensor(np.concatenate([m.noisy for m in marginals]) / self.n_noisy,
                                  dtype=torch.float32, device=self.device)
         precision = np.concatenate([np.full(m.noisy.size, (self.n_noisy / m.sigma) ** 2) for m in marginals])
@@ -436,20 +413,23 @@ class Fitter:
             if anneal:
                 for group in self.optimizer.param_groups:
                     group["lr"] = FIT_LR_FLOOR + (FIT_LR - FIT_LR_FLOOR) * (1 + math.cos(math.pi * step / steps)) / 2
-            probs, y_hot = self._batch(FIT_BATCH)
-            loss = (weight * (self.moments.compute(probs, y_hot)[index] - target) ** 2).sum()
+            loss = (weight * (moments.compute(*self._batch(FIT_BATCH)) - target) ** 2).sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
 
     @torch.no_grad()
-    def expected(self, marginals: list[tuple[int, ...]], *, coarse: bool = True) -> list[np.ndarray]:
+    def expected(self, marginals: list[tuple[int, ...]]) -> list[np.ndarray]:
         """The generator's normalised marginals (one large batch)."""
-        vector = self.moments.compute(*self._batch(4 * FIT_BATCH)).cpu().numpy()
-        return [vector[self.moments.index(m, coarse)] for m in marginals]
+        key = tuple(marginals)
+        if self._candidates is None or self._candidates[0] != key:
+            self._candidates = key, Moments(self.sizes, len(self.prior), marginals, self.device)
+        moments = self._candidates[1]
+        return moments.split(moments.compute(*self._batch(4 * FIT_BATCH)).cpu().numpy())
 
-    def _batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Code probabilities for ``size`` fresh latents, classes in the prior's proportions."""
+    def _batch(self, size: int) -> tuple[torch.Tensor, list[slice]]:
+        """Code probabilities for ``size`` fresh latents, classes in the prior's proportions,
+        the rows of each class together (their slices returned too)."""
         counts = np.floor(self.prior * size).astype(np.int64)
         counts[np.argmax(self.prior)] += size - counts.sum()
         y = torch.repeat_interleave(torch.arange(len(self.prior), device=self.device),
@@ -458,4 +438,5 @@ class Fitter:
         logits, _ = self.generator(z, y)
         probs = torch.cat([F.softmax(p, dim=1)
                            for p in logits.split(list(self.generator.config.head_sizes), dim=1)], dim=1)
-        return probs, F.one_hot(y, len(self.prior)).float()
+        ends = np.cumsum(counts)
+        return probs, [slice(int(e - c), int(e)) for e, c in zip(ends, counts)]

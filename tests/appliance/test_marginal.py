@@ -45,7 +45,7 @@ def test_workload_noise_has_the_planned_sigma():
     residuals = []
     for seed in range(20):
         for j, m in enumerate(M.measure_workload(codes, y, codec, budget, np.random.default_rng(seed))):
-            exact = M.histogram(codes, y, (j, -1), [codec.columns[j].n_codes, codec.n_classes], None)
+            exact = M.histogram(codes, y, (j, -1), [codec.columns[j].n_codes, codec.n_classes])
             residuals.append(m.noisy - exact)
     residuals = np.concatenate(residuals)
     assert residuals.size > 3000
@@ -87,13 +87,12 @@ def test_budget_composes_to_the_target_with_an_independent_accountant(target):
 
 def test_selection_score_has_sensitivity_one():
     codec, codes, y = encoded(500)
-    domains = M.Domains(codec, 4)
     candidates = M.candidate_marginals(len(codec.columns), codec.n_classes)
     rng = np.random.default_rng(1)
-    model = [rng.dirichlet(np.ones(int(np.prod(domains.cells(c, True))))) for c in candidates]
+    model = [rng.dirichlet(np.ones(int(np.prod(M.shape(codec, c))))) for c in candidates]
 
     def scores(c, yy):
-        exact = [M.histogram(c, yy, m, domains.cells(m, True), domains.maps) for m in candidates]
+        exact = [M.histogram(c, yy, m, M.shape(codec, m)) for m in candidates]
         return M.selection_scores(exact, model, 500.0, 3.0)
 
     for removed in (0, 17, 499):
@@ -102,22 +101,14 @@ def test_selection_score_has_sensitivity_one():
         assert diff.max() <= 1.0 + 1e-9
 
 
-def test_coarse_cells_merge_value_codes_and_keep_missing_apart():
-    mapping = M._coarse_map(17, True, 4)  # 16 bins + missing
-    assert mapping.tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4 + [4]
-    assert M._coarse_map(3, False, 8).tolist() == [0, 1, 2]  # never more cells than values
-    domains = M.Domains(Codec(mixed_schema()), 4)
-    # categorical columns keep every category; numeric ones are merged
-    assert domains.coarse == [4, 4, 4, 5, 5, 2, 4]
-
-
-def test_coarse_resolution_rule_is_monotone_in_count_and_noise():
-    assert M.coarse_resolution(100_000, 1.0) == 16
-    # CELL_SIGNAL 2: 2000 / 8^2 = 31 rows >= 2 x 8, 2000 / 16^2 = 7.8 < 16
-    assert M.coarse_resolution(2000, 8.0) == 8
-    assert M.coarse_resolution(2000, 16.0) == 4  # 2000 / 8^2 = 31 < 32, 2000 / 4^2 = 125 >= 32
-    assert M.coarse_resolution(50, 30.0) == 2
-    assert M.coarse_resolution(5000, 2.0) >= M.coarse_resolution(5000, 8.0)
+def test_marginals_are_measured_at_the_codec_codes():
+    codec = Codec(mixed_schema())
+    assert M.shape(codec, (0, -1)) == [codec.columns[0].n_codes, codec.n_classes]
+    assert M.shape(codec, (1, 4)) == [codec.columns[1].n_codes, codec.columns[4].n_codes]
+    codes = np.array([[0, 2], [1, 0], [1, 2]])
+    counts = M.histogram(codes, np.array([1, 0, 1]), (0, 1, -1), [2, 3, 2])
+    assert counts.reshape(2, 3, 2)[1, 2, 1] == 1 and counts.reshape(2, 3, 2)[0, 2, 1] == 1
+    assert counts.sum() == 3
 
 
 def noise_free_fitter(rows: int, seed: int, latent: int, hidden: tuple[int, ...]):
@@ -128,7 +119,7 @@ def noise_free_fitter(rows: int, seed: int, latent: int, hidden: tuple[int, ...]
                                           codec.n_offsets, "uniform"))
     budget = M.Budget(rho=M.NON_PRIVATE_RHO, rounds=1, n_features=len(codec.columns))
     measured = M.measure_workload(codes, y, codec, budget, np.random.default_rng(0))
-    fitter = M.Fitter(generator, M.Domains(codec, 4), np.bincount(y) / len(y), float(len(y)), seed=0)
+    fitter = M.Fitter(generator, codec.head_sizes, np.bincount(y) / len(y), float(len(y)), seed=0)
     return fitter, measured, len(y)
 
 
@@ -159,23 +150,26 @@ def test_final_fit_anneals_the_learning_rate_and_a_later_fit_restarts_it():
 
 def _tv(fitter, measured, n):
     return max(0.5 * np.abs(e - m.noisy / n).sum()
-               for m, e in zip(measured, fitter.expected([m.columns for m in measured], coarse=False)))
+               for m, e in zip(measured, fitter.expected([m.columns for m in measured])))
 
 
 def test_moments_agree_with_histograms_of_drawn_rows():
-    """The moment vector's slices are the marginals that ``histogram`` counts, cell for cell."""
+    """The moment vector's slices are the marginals that ``histogram`` counts, cell for cell,
+    in the order asked for (marginals of one shape are computed together, then put back)."""
     codec, codes, y = encoded(500, seed=4)
-    domains = M.Domains(codec, 4)
-    moments = M.Moments(domains, torch.device("cpu"))
+    order = np.argsort(y, kind="stable")  # the fitter's batches hold each class's rows together
+    codes, y = codes[order], y[order]
+    marginals = [(0, -1), (1, 4), (3, -1), (2, 5, -1), (0, 6), (6, 3, -1), (4, 1), (5, -1)]
+    moments = M.Moments(codec.head_sizes, codec.n_classes, marginals, torch.device("cpu"))
     probs = torch.as_tensor(np.concatenate(
-        [np.eye(n)[codes[:, j]] for j, n in enumerate(domains.fine)], axis=1), dtype=torch.float32)
-    y_hot = torch.as_tensor(np.eye(codec.n_classes)[y], dtype=torch.float32)
-    vector = moments.compute(probs, y_hot).numpy()
-    for columns, coarse in [((0, -1), False), ((3, -1), False), ((1, 4), True), ((0, 6), True),
-                            ((2, 5, -1), True), ((6, 3, -1), True)]:
-        sizes = domains.cells(columns, coarse)
-        exact = M.histogram(codes, y, columns, sizes, domains.maps if coarse else None)
-        np.testing.assert_allclose(vector[moments.index(columns, coarse)] * 500, exact, atol=1e-3)
+        [np.eye(n)[codes[:, j]] for j, n in enumerate(codec.head_sizes)], axis=1), dtype=torch.float32)
+    ends = np.cumsum(np.bincount(y, minlength=codec.n_classes))
+    rows = [slice(int(a), int(b)) for a, b in zip(np.concatenate([[0], ends[:-1]]), ends)]
+    parts = moments.split(moments.compute(probs, rows).numpy())
+    assert len(parts) == len(marginals)
+    for columns, part in zip(marginals, parts):
+        exact = M.histogram(codes, y, columns, M.shape(codec, columns))
+        np.testing.assert_allclose(part * 500, exact, atol=1e-3)
 
 
 def test_a_single_feature_spends_everything_on_the_workload():
