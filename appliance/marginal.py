@@ -19,22 +19,27 @@ Rules:
    c. ``rounds`` times: one marginal chosen by the exponential mechanism
       (score: L1 error of the current generator on it minus the expected
       noise, sensitivity 1), then measured with the Gaussian mechanism.
-   Every marginal is measured at the codec's codes, as AIM measures the full
-   domain it is given. Numeric codes merged into coarser cells were measured
-   to cost two-way TVD and other-column TSTR at every epsilon, even where the
-   fine cells are noisy, for a 0.02-0.03 lower detection AUC on rotterdam.
+   The workload is measured at the codec's codes; the selected marginals too,
+   unless the table is too small for them (rule 3).
 2. Budgets are fixed in advance by public rules: one zCDP-style scale ``rho``
    is split ``WORKLOAD_SHARE`` to (a), ``OFFSET_SHARE`` to (b) and the rest
    evenly over the rounds, ``SELECT_SHARE`` of each round to selection;
    ``rho`` is the largest whose composed epsilon (RDP accountant) meets the
    target.
-3. ``rounds`` is a public rule of the number of features and epsilon; the
+3. ``rounds`` is a public rule of the number of features and epsilon. The
    sub-cells of (b) are a public rule of the noise and the target
-   histogram's DP row count. (b) is skipped, and its share given to the
-   rest, when the rule finds no resolution worth measuring. The exact row
-   count is never used.
+   histogram's DP row count; (b) is skipped, and its share given to the
+   rest, when the rule finds no resolution worth measuring. The cells of (c)
+   are a public rule of the noise and the workload's DP row count: the
+   codec's codes, or numeric codes merged into fewer cells on small tables.
+   The exact row count is never used.
 4. The generator reads only noisy marginals: its training (and any choice
    made while training) is post-processing.
+5. No category of a categorical feature is lost: the fit keeps each one's share
+   of the generator's draws at >= ``CATEGORY_FLOOR`` (a hinge in the loss, post-
+   processing). A noisy count of a rare category can come out <= 0 on a small
+   table; fitted as is, the column collapsed onto one value (300 rotterdam rows,
+   epsilon 0.5: hormon in 3 of 6 samples of the table).
 """
 
 from __future__ import annotations
@@ -50,12 +55,16 @@ from hgan.appliance.accounting import PrivacyEvent, calibrate_scale, epsilon
 from hgan.appliance.engine import EngineResult, Progress, ProgressReport, Start, TrainOptions, bad_option
 from hgan.release.codec import NUMERIC_BINS, Codec
 from hgan.release.generator import Generator, GeneratorConfig, sub_cells
+from hgan.release.schema import CategoricalColumn, NumericColumn
 
 WORKLOAD_SHARE = 0.3   # of rho, for the (feature, target) marginals
 OFFSET_SHARE = 0.1     # of rho, for the within-bin histograms
 OFFSET_CELLS = (4, 8, 16)     # candidate sub-cells per bin (rule 3); 2 halves of a bin were not worth their share
 SELECT_SHARE = 0.1     # of each round's rho, for the exponential mechanism (AIM's split)
 CELL_SIGNAL = 2.0      # sub-cells should hold >= CELL_SIGNAL x noise std rows on average
+PAIR_BINS = (2, 4, 8)  # numeric cells per column in (c) when the codec's codes are too fine (rule 3)
+PAIR_SIGNAL = 0.3      # pair cells should hold >= PAIR_SIGNAL x noise std rows on average (see pair_resolution)
+CATEGORY_FLOOR = 0.005  # each category's share of the draws, at least (rule 5)
 FIT_BATCH = 512
 HIDDEN = (128, 128)
 FIT_STEPS_PER_ROUND = 60
@@ -166,22 +175,72 @@ def offset_resolution(n_noisy: float, sigma: float) -> int | None:
     return max(fitting) if fitting else None
 
 
+def pair_resolution(n_noisy: float, sigma: float) -> int | None:
+    """Numeric cells per column in the selected marginals (rule 3): the codec's codes (None)
+    when a pair of ``NUMERIC_BINS``-bin columns holds on average >= PAIR_SIGNAL x sigma rows
+    per cell, else the largest of ``PAIR_BINS`` that does, else the smallest.
+
+    Measured on both demo tables (3 seeds; eps 1 and 3.5 on 400 and 1,000 sampled training
+    rows, eps 1, 3.5 and 10 on all): the codes gave the lowest two-way TVD wherever that
+    average was >= 0.48 sigma (and the lowest detection AUC on flchain; on rotterdam 0.01-0.03
+    above 8 cells), 8 cells the lowest wherever it was <= 0.22 sigma. PAIR_SIGNAL sits between.
+    """
+    if n_noisy / NUMERIC_BINS**2 >= PAIR_SIGNAL * sigma:
+        return None
+    fitting = [b for b in PAIR_BINS if n_noisy / b**2 >= PAIR_SIGNAL * sigma]
+    return max(fitting) if fitting else PAIR_BINS[0]
+
+
+class Cells:
+    """The cells of every column at one resolution: the codec's codes (``bins`` None), or each
+    numeric column's value codes merged into ``bins`` consecutive cells, missing kept apart.
+    Categorical columns and the target (-1) always keep their codes."""
+
+    def __init__(self, codec: Codec, bins: int | None) -> None:
+        self.bins = bins
+        self.n_classes = codec.n_classes
+        self.maps = [np.arange(c.n_codes) if bins is None or not isinstance(col, NumericColumn)
+                     else _coarse_map(c.n_codes, c.nullable, bins) for col, c in zip(codec.features, codec.columns)]
+        self.sizes = [int(m.max()) + 1 for m in self.maps]
+
+    def shape(self, columns: tuple[int, ...]) -> list[int]:
+        return [self.n_classes if j < 0 else self.sizes[j] for j in columns]
+
+    def histogram(self, codes: np.ndarray, y: np.ndarray, columns: tuple[int, ...]) -> np.ndarray:
+        """Exact counts of the rows over the cells of ``columns`` (flattened, the last column fastest)."""
+        index = np.zeros(len(y), dtype=np.int64)
+        for j, size in zip(columns, self.shape(columns)):
+            index = index * size + (y if j < 0 else self.maps[j][codes[:, j]])
+        return np.bincount(index, minlength=int(np.prod(self.shape(columns)))).astype(np.float64)
+
+    def merge(self) -> np.ndarray | None:
+        """The 0/1 matrix from every column's codes to its cells (None: the identity)."""
+        if self.bins is None:
+            return None
+        block = np.zeros((sum(len(m) for m in self.maps), sum(self.sizes)), dtype=np.float32)
+        rows, cols = np.cumsum([0] + [len(m) for m in self.maps]), np.cumsum([0] + self.sizes)
+        for j, mapping in enumerate(self.maps):
+            block[rows[j] + np.arange(len(mapping)), cols[j] + mapping] = 1.0
+        return block
+
+
+def _coarse_map(n_codes: int, nullable: bool, bins: int) -> np.ndarray:
+    """Merge consecutive value codes into at most ``bins`` cells; missing stays its own."""
+    n_values = n_codes - int(nullable)
+    bins = min(bins, n_values)
+    mapping = (np.arange(n_values) * bins) // n_values
+    return np.concatenate([mapping, [bins]]) if nullable else mapping
+
+
 @dataclass(frozen=True)
 class Marginal:
-    """A measured marginal: columns (feature indices; -1 is the target), noisy counts, noise std."""
+    """A measured marginal: columns (feature indices; -1 is the target) at the resolution
+    ``cells``, noisy counts, noise std."""
 
     columns: tuple[int, ...]
+    cells: Cells
     noisy: np.ndarray
     sigma: float
-
-
-def histogram(codes: np.ndarray, y: np.ndarray, columns: tuple[int, ...], sizes: list[int]) -> np.ndarray:
-    """Exact counts of the rows over the cells of ``columns`` (flattened, the last column fastest)."""
-    index = np.zeros(len(y), dtype=np.int64)
-    for j, size in zip(columns, sizes):
-        values = y if j < 0 else codes[:, j]
-        index = index * size + values
-    return np.bincount(index, minlength=int(np.prod(sizes))).astype(np.float64)
 
 
 def select(scores: np.ndarray, epsilon: float, rng: np.random.Generator) -> int:
@@ -208,21 +267,22 @@ def fit(codes: np.ndarray, offsets: np.ndarray, y: np.ndarray, codec: Codec, opt
     table = offset_table(measure_within_bins(codes, offsets, codec, cells, budget.offset_sigma, rng)) if cells else None
     counts = class_counts(measured, start, codec.n_classes)
     prior, n_noisy = counts / counts.sum(), float(counts.sum())
+    pair_cells = Cells(codec, pair_resolution(n_noisy, budget.measure_sigma))
     device = torch.device(options.device)
     torch.manual_seed(seed)
     generator = Generator(_config(codec, options, cells))
     if table is not None:
         generator.offset_table.copy_(torch.as_tensor(table, dtype=torch.float32))
     generator = generator.to(device)
-    fitter = Fitter(generator, codec.head_sizes, prior, n_noisy, seed)
+    fitter = Fitter(generator, prior, n_noisy, seed, floored=category_codes(codec))
     fitter.fit(measured, FIT_STEPS_PER_ROUND)
     candidates = candidate_marginals(d, codec.n_classes)
-    exact = [histogram(codes, y, c, shape(codec, c)) for c in candidates]
+    exact = [pair_cells.histogram(codes, y, c) for c in candidates]
     for r in range(budget.rounds):
-        scores = selection_scores(exact, fitter.expected(candidates), n_noisy, budget.measure_sigma)
+        scores = selection_scores(exact, fitter.expected(candidates, pair_cells), n_noisy, budget.measure_sigma)
         k = select(scores, budget.select_epsilon, rng)
         noisy = exact[k] + rng.normal(0, budget.measure_sigma, exact[k].shape)
-        measured.append(Marginal(candidates[k], noisy, budget.measure_sigma))
+        measured.append(Marginal(candidates[k], pair_cells, noisy, budget.measure_sigma))
         fitter.fit(measured, FIT_STEPS_PER_ROUND)
         if progress:
             spent = epsilon(start.events + budget.events(r + 1), start.delta) if options.dp else None
@@ -230,7 +290,7 @@ def fit(codes: np.ndarray, offsets: np.ndarray, y: np.ndarray, codec: Codec, opt
                                     f"measured {_name(codec, candidates[k])}"))
     fitter.fit(measured, FIT_STEPS_FINAL, anneal=True)
     events = budget.events() if options.dp else []
-    details = {"engine": ENGINE, "rounds": budget.rounds,
+    details = {"engine": ENGINE, "rounds": budget.rounds, "pair_cells": (pair_cells.bins or "codes") if budget.rounds else None,
                "offset_cells": cells or None, "workload_sigma": budget.workload_sigma if options.dp else None,
                "offset_sigma": budget.offset_sigma if options.dp and cells else None,
                "measure_sigma": budget.measure_sigma if options.dp and budget.rounds else None,
@@ -241,9 +301,12 @@ def fit(codes: np.ndarray, offsets: np.ndarray, y: np.ndarray, codec: Codec, opt
     return EngineResult(generator.cpu(), list(prior), events, details)
 
 
-def shape(codec: Codec, columns: tuple[int, ...]) -> list[int]:
-    """Cells of each of ``columns`` (-1: the target's classes): the codec's codes."""
-    return [codec.n_classes if j < 0 else codec.columns[j].n_codes for j in columns]
+def category_codes(codec: Codec) -> np.ndarray:
+    """Where each category of a categorical feature sits in the heads' codes (rule 5; the
+    missing code is not a category)."""
+    starts = np.cumsum([0] + codec.head_sizes)
+    return np.array([starts[j] + k for j, (col, c) in enumerate(zip(codec.features, codec.columns))
+                     if isinstance(col, CategoricalColumn) for k in range(len(col.categories))], dtype=np.int64)
 
 
 def _name(codec: Codec, columns: tuple[int, ...]) -> str:
@@ -262,11 +325,11 @@ def _config(codec: Codec, options: TrainOptions, cells: int) -> GeneratorConfig:
 def measure_workload(codes: np.ndarray, y: np.ndarray, codec: Codec, budget: Budget,
                      rng: np.random.Generator) -> list[Marginal]:
     """Every (feature, target) marginal at the codec's resolution, with Gaussian noise (rule 1a)."""
-    out = []
+    out, cells = [], Cells(codec, None)
     for j in range(len(codec.columns)):
-        exact = histogram(codes, y, (j, -1), shape(codec, (j, -1)))
+        exact = cells.histogram(codes, y, (j, -1))
         noisy = exact + rng.normal(0, budget.workload_sigma, exact.shape)
-        out.append(Marginal((j, -1), noisy, budget.workload_sigma))
+        out.append(Marginal((j, -1), cells, noisy, budget.workload_sigma))
     return out
 
 
@@ -327,32 +390,36 @@ def candidate_marginals(d: int, n_classes: int) -> list[tuple[int, ...]]:
 # -- fitting (post-processing: reads only noisy marginals) ---------------------------
 
 class Moments:
-    """The expected marginals of a batch, for a fixed list of marginals.
+    """The expected marginals of a batch, for a fixed list of (columns, cells) marginals.
 
     Heads are independent given (z, y), so with ``P`` the heads' code
-    probabilities (batch x codes of every column) the expected share of the
-    cell (a = i, b = j, target = c) is the batch mean of ``P[a, i] P[b, j] [y = c]``.
-    Marginals over columns of the same sizes are computed together, as one
-    batched product per class. ``compute`` returns each marginal's cells in the
-    order ``histogram`` counts them, the marginals one after another.
+    probabilities (batch x codes of every column) and ``Q = P M`` their cells
+    (``M``: ``Cells.merge``), the expected share of the cell (a = i, b = j,
+    target = c) is the batch mean of ``Q[a, i] Q[b, j] [y = c]``. Marginals of
+    one shape at one resolution are computed together, as one batched product
+    per class. ``compute`` returns each marginal's cells in the order
+    ``Cells.histogram`` counts them, the marginals one after another.
     """
 
-    def __init__(self, sizes: list[int], n_classes: int, marginals: list[tuple[int, ...]],
-                 device: torch.device) -> None:
-        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        groups: dict[tuple[tuple[int, ...], bool], list[int]] = {}
-        for k, columns in enumerate(marginals):
+    def __init__(self, marginals: list[tuple[tuple[int, ...], Cells]], device: torch.device) -> None:
+        resolutions = {cells.bins: cells for _, cells in marginals}  # one codec: the bins say the cells
+        self.merges = {bins: None if (m := cells.merge()) is None else torch.as_tensor(m, device=device)
+                       for bins, cells in resolutions.items()}
+        groups: dict[tuple[int | None, tuple[int, ...], bool], list[int]] = {}
+        for k, (columns, cells) in enumerate(marginals):
             features = tuple(j for j in columns if j >= 0)
-            groups.setdefault((tuple(sizes[j] for j in features), len(features) < len(columns)), []).append(k)
-        self.groups: list[tuple[list[torch.Tensor], bool]] = []  # (codes of each feature position, with target)
+            groups.setdefault((cells.bins, tuple(cells.sizes[j] for j in features), len(features) < len(columns)),
+                              []).append(k)
+        self.groups: list[tuple[int | None, list[torch.Tensor], bool]] = []  # (bins, cells per feature, target)
         self.widths = [0] * len(marginals)
         place, at = [0] * len(marginals), 0
-        for (shape, with_target), members in groups.items():
-            self.groups.append(([torch.as_tensor(np.stack([starts[marginals[k][p]] + np.arange(size)
-                                                           for k in members]), device=device)
-                                 for p, size in enumerate(shape)], with_target))
+        for (resolution, shape, with_target), members in groups.items():
+            starts = np.cumsum([0] + resolutions[resolution].sizes)
+            self.groups.append((resolution, [torch.as_tensor(np.stack([starts[marginals[k][0][p]] + np.arange(size)
+                                                                       for k in members]), device=device)
+                                             for p, size in enumerate(shape)], with_target))
             for k in members:
-                self.widths[k] = int(np.prod(shape)) * (n_classes if with_target else 1)
+                self.widths[k] = int(np.prod(shape)) * (marginals[k][1].n_classes if with_target else 1)
                 place[k], at = at, at + self.widths[k]
         self.order = torch.as_tensor(np.concatenate([np.arange(p, p + w) for p, w in zip(place, self.widths)]
                                                     + [np.zeros(0)]).astype(np.int64), device=device)
@@ -360,9 +427,10 @@ class Moments:
     def compute(self, probs: torch.Tensor, class_rows: list[slice]) -> torch.Tensor:
         """Expected shares of every marginal's cells, for a batch whose rows of class ``c``
         are ``probs[class_rows[c]]``."""
+        spaces = {bins: probs if merge is None else probs @ merge for bins, merge in self.merges.items()}
         parts = []
-        for codes, with_target in self.groups:
-            factors = [probs[:, c] for c in codes]  # one per feature: batch x marginals x size
+        for resolution, cells, with_target in self.groups:
+            factors = [spaces[resolution][:, c] for c in cells]  # one per feature: batch x marginals x size
             blocks = [_product([f[rows] for f in factors]) for rows in class_rows] if with_target \
                 else [_product(factors)]
             parts.append(torch.stack(blocks, dim=-1).reshape(-1))
@@ -385,25 +453,28 @@ class Fitter:
     """Trains the generator's heads so a batch's expected marginals match the noisy ones.
 
     Loss: sum over measured marginals of ``||E_batch[marginal] - noisy / n||^2``
-    weighted by the inverse noise variance (GEM's objective with weights).
+    weighted by the inverse noise variance (GEM's objective with weights), plus
+    ``sum (1 - share / CATEGORY_FLOOR)^2`` over the ``floored`` codes whose batch
+    share is below the floor (rule 5; zero otherwise).
     """
 
-    def __init__(self, generator: Generator, sizes: list[int], prior: np.ndarray, n_noisy: float,
-                 seed: int) -> None:
+    def __init__(self, generator: Generator, prior: np.ndarray, n_noisy: float, seed: int,
+                 floored: np.ndarray | None = None) -> None:
         self.generator = generator
-        self.sizes = list(sizes)
+        self.floored = torch.as_tensor(np.zeros(0, dtype=np.int64) if floored is None else floored)
         self.prior = prior
         self.n_noisy = n_noisy
         self.device = next(generator.parameters()).device
         self.optimizer = torch.optim.Adam(generator.parameters(), lr=FIT_LR)
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
-        self._candidates: tuple[tuple[tuple[int, ...], ...], Moments] | None = None
+        self.floored = self.floored.to(self.device)
+        self._candidates: tuple[int | None, list[tuple[int, ...]], Moments] | None = None
 
     def fit(self, marginals: list[Marginal], steps: int, *, anneal: bool = False) -> None:
         """``steps`` Adam steps on fresh batches; ``anneal``: the learning rate decays from
         ``FIT_LR`` to ``FIT_LR_FLOOR`` on a cosine over the steps (the final fit: a decayed rate
         settles on a minimum instead of wandering around it with the batch noise)."""
-        moments = Moments(self.sizes, len(self.prior), [m.columns for m in marginals], self.device)
+        moments = Moments([(m.columns, m.cells) for m in marginals], self.device)
         target = torch.as_tensor(np.concatenate([m.noisy for m in marginals]) / self.n_noisy,
                                  dtype=torch.float32, device=self.device)
         precision = np.concatenate([np.full(m.noisy.size, (self.n_noisy / m.sigma) ** 2) for m in marginals])
@@ -414,18 +485,20 @@ class Fitter:
             if anneal:
                 for group in self.optimizer.param_groups:
                     group["lr"] = FIT_LR_FLOOR + (FIT_LR - FIT_LR_FLOOR) * (1 + math.cos(math.pi * step / steps)) / 2
-            loss = (weight * (moments.compute(*self._batch(FIT_BATCH)) - target) ** 2).sum()
+            probs, class_rows = self._batch(FIT_BATCH)
+            shares = probs[:, self.floored].mean(0)
+            loss = (weight * (moments.compute(probs, class_rows) - target) ** 2).sum() \
+                + (F.relu(1 - shares / CATEGORY_FLOOR) ** 2).sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
 
     @torch.no_grad()
-    def expected(self, marginals: list[tuple[int, ...]]) -> list[np.ndarray]:
-        """The generator's normalised marginals (one large batch)."""
-        key = tuple(marginals)
-        if self._candidates is None or self._candidates[0] != key:
-            self._candidates = key, Moments(self.sizes, len(self.prior), marginals, self.device)
-        moments = self._candidates[1]
+    def expected(self, marginals: list[tuple[int, ...]], cells: Cells) -> list[np.ndarray]:
+        """The generator's normalised marginals at the resolution ``cells`` (one large batch)."""
+        if self._candidates is None or self._candidates[:2] != (cells.bins, marginals):
+            self._candidates = cells.bins, list(marginals), Moments([(m, cells) for m in marginals], self.device)
+        moments = self._candidates[2]
         return moments.split(moments.compute(*self._batch(4 * FIT_BATCH)).cpu().numpy())
 
     def _batch(self, size: int) -> tuple[torch.Tensor, list[slice]]:

@@ -45,7 +45,7 @@ def test_workload_noise_has_the_planned_sigma():
     residuals = []
     for seed in range(20):
         for j, m in enumerate(M.measure_workload(codes, y, codec, budget, np.random.default_rng(seed))):
-            exact = M.histogram(codes, y, (j, -1), [codec.columns[j].n_codes, codec.n_classes])
+            exact = M.Cells(codec, None).histogram(codes, y, (j, -1))
             residuals.append(m.noisy - exact)
     residuals = np.concatenate(residuals)
     assert residuals.size > 3000
@@ -87,12 +87,13 @@ def test_budget_composes_to_the_target_with_an_independent_accountant(target):
 
 def test_selection_score_has_sensitivity_one():
     codec, codes, y = encoded(500)
+    cells = M.Cells(codec, 4)
     candidates = M.candidate_marginals(len(codec.columns), codec.n_classes)
     rng = np.random.default_rng(1)
-    model = [rng.dirichlet(np.ones(int(np.prod(M.shape(codec, c))))) for c in candidates]
+    model = [rng.dirichlet(np.ones(int(np.prod(cells.shape(c))))) for c in candidates]
 
     def scores(c, yy):
-        exact = [M.histogram(c, yy, m, M.shape(codec, m)) for m in candidates]
+        exact = [cells.histogram(c, yy, m) for m in candidates]
         return M.selection_scores(exact, model, 500.0, 3.0)
 
     for removed in (0, 17, 499):
@@ -101,14 +102,26 @@ def test_selection_score_has_sensitivity_one():
         assert diff.max() <= 1.0 + 1e-9
 
 
-def test_marginals_are_measured_at_the_codec_codes():
+def test_cells_merge_numeric_codes_and_keep_missing_apart():
+    mapping = M._coarse_map(17, True, 4)  # 16 bins + missing
+    assert mapping.tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4 + [4]
+    assert M._coarse_map(3, False, 8).tolist() == [0, 1, 2]  # never more cells than values
     codec = Codec(mixed_schema())
-    assert M.shape(codec, (0, -1)) == [codec.columns[0].n_codes, codec.n_classes]
-    assert M.shape(codec, (1, 4)) == [codec.columns[1].n_codes, codec.columns[4].n_codes]
-    codes = np.array([[0, 2], [1, 0], [1, 2]])
-    counts = M.histogram(codes, np.array([1, 0, 1]), (0, 1, -1), [2, 3, 2])
-    assert counts.reshape(2, 3, 2)[1, 2, 1] == 1 and counts.reshape(2, 3, 2)[0, 2, 1] == 1
-    assert counts.sum() == 3
+    assert M.Cells(codec, 4).sizes == [4, 4, 4, 5, 5, 2, 4]  # categorical columns keep every category
+    assert M.Cells(codec, None).sizes == codec.head_sizes
+    codes, fine = np.array([[0, 2], [1, 0], [1, 2]]), M.Cells(codec, None)
+    counts = fine.histogram(codes, np.array([1, 0, 1]), (0, 1, -1)).reshape(fine.shape((0, 1, -1)))
+    assert counts[1, 2, 1] == 1 and counts[0, 2, 1] == 1 and counts.sum() == 3  # the last column fastest
+
+
+def test_pair_resolution_rule_is_monotone_in_count_and_noise():
+    # PAIR_SIGNAL 0.3: the codes (16 x 16 cells) need 256 x 0.3 x sigma rows
+    assert M.pair_resolution(100_000, 1.0) is None
+    assert M.pair_resolution(6_000, 18.0) is None      # 23 rows a cell >= 5.4
+    assert M.pair_resolution(400, 8.0) == 8            # 1.6 < 2.4 at 16; 6.3 >= 2.4 at 8
+    assert M.pair_resolution(400, 30.0) == 4           # 6.3 < 9 at 8; 25 >= 9 at 4
+    assert M.pair_resolution(50, 60.0) == 2            # nothing fits: the coarsest
+    assert [M.pair_resolution(1000, s) or 16 for s in (1.0, 16.0, 64.0, 256.0)] == [16, 8, 4, 2]
 
 
 def noise_free_fitter(rows: int, seed: int, latent: int, hidden: tuple[int, ...]):
@@ -119,7 +132,7 @@ def noise_free_fitter(rows: int, seed: int, latent: int, hidden: tuple[int, ...]
                                           codec.n_offsets, "uniform"))
     budget = M.Budget(rho=M.NON_PRIVATE_RHO, rounds=1, n_features=len(codec.columns))
     measured = M.measure_workload(codes, y, codec, budget, np.random.default_rng(0))
-    fitter = M.Fitter(generator, codec.head_sizes, np.bincount(y) / len(y), float(len(y)), seed=0)
+    fitter = M.Fitter(generator, np.bincount(y) / len(y), float(len(y)), seed=0)
     return fitter, measured, len(y)
 
 
@@ -150,26 +163,27 @@ def test_final_fit_anneals_the_learning_rate_and_a_later_fit_restarts_it():
 
 def _tv(fitter, measured, n):
     return max(0.5 * np.abs(e - m.noisy / n).sum()
-               for m, e in zip(measured, fitter.expected([m.columns for m in measured])))
+               for m, e in zip(measured, fitter.expected([m.columns for m in measured], measured[0].cells)))
 
 
 def test_moments_agree_with_histograms_of_drawn_rows():
-    """The moment vector's slices are the marginals that ``histogram`` counts, cell for cell,
-    in the order asked for (marginals of one shape are computed together, then put back)."""
+    """The moment vector's slices are the marginals that ``Cells.histogram`` counts, cell for
+    cell, in the order asked for (marginals of one shape and resolution are computed together)."""
     codec, codes, y = encoded(500, seed=4)
     order = np.argsort(y, kind="stable")  # the fitter's batches hold each class's rows together
     codes, y = codes[order], y[order]
-    marginals = [(0, -1), (1, 4), (3, -1), (2, 5, -1), (0, 6), (6, 3, -1), (4, 1), (5, -1)]
-    moments = M.Moments(codec.head_sizes, codec.n_classes, marginals, torch.device("cpu"))
+    fine, coarse = M.Cells(codec, None), M.Cells(codec, 4)
+    marginals = [((0, -1), fine), ((1, 4), coarse), ((3, -1), fine), ((2, 5, -1), coarse), ((1, 4), fine),
+                 ((0, 6), coarse), ((6, 3, -1), fine), ((4, 1), coarse), ((5, -1), fine)]
+    moments = M.Moments(marginals, torch.device("cpu"))
     probs = torch.as_tensor(np.concatenate(
         [np.eye(n)[codes[:, j]] for j, n in enumerate(codec.head_sizes)], axis=1), dtype=torch.float32)
     ends = np.cumsum(np.bincount(y, minlength=codec.n_classes))
     rows = [slice(int(a), int(b)) for a, b in zip(np.concatenate([[0], ends[:-1]]), ends)]
     parts = moments.split(moments.compute(probs, rows).numpy())
     assert len(parts) == len(marginals)
-    for columns, part in zip(marginals, parts):
-        exact = M.histogram(codes, y, columns, M.shape(codec, columns))
-        np.testing.assert_allclose(part * 500, exact, atol=1e-3)
+    for (columns, cells), part in zip(marginals, parts):
+        np.testing.assert_allclose(part * 500, cells.histogram(codes, y, columns), atol=1e-3)
 
 
 def test_a_single_feature_spends_everything_on_the_workload():
