@@ -124,7 +124,7 @@ def test_pair_resolution_rule_is_monotone_in_count_and_noise():
     assert [M.pair_resolution(1000, s) or 16 for s in (1.0, 16.0, 64.0, 256.0)] == [16, 8, 4, 2]
 
 
-def noise_free_fitter(rows: int, seed: int, latent: int, hidden: tuple[int, ...]):
+def noise_free_fitter(rows: int, seed: int, latent: int, hidden: tuple[int, ...], floored=None):
     """A fitter on ``rows`` hand-made rows and their workload measured without noise."""
     codec, codes, y = encoded(rows, seed=seed)
     torch.manual_seed(0)
@@ -132,8 +132,27 @@ def noise_free_fitter(rows: int, seed: int, latent: int, hidden: tuple[int, ...]
                                           codec.n_offsets, "uniform"))
     budget = M.Budget(rho=M.NON_PRIVATE_RHO, rounds=1, n_features=len(codec.columns))
     measured = M.measure_workload(codes, y, codec, budget, np.random.default_rng(0))
-    fitter = M.Fitter(generator, np.bincount(y) / len(y), float(len(y)), seed=0)
+    fitter = M.Fitter(generator, np.bincount(y) / len(y), float(len(y)), seed=0, floored=floored)
     return fitter, measured, len(y)
+
+
+def test_a_category_with_a_negative_noisy_count_keeps_the_floor_share():
+    """Rule 5: the fit follows a category's noisy count down to ~0 unless it is floored."""
+    codec = Codec(mixed_schema())
+    stage = [c.name for c in codec.features].index("stage")
+    start = sum(codec.head_sizes[:stage])
+    assert len(M.category_codes(codec)) == 2 + 3  # sex and stage; stage's missing code is not a category
+    assert [start, start + 1, start + 2] == M.category_codes(codec)[-3:].tolist()
+    shares = {}
+    for floored in (None, M.category_codes(codec)):
+        fitter, measured, n = noise_free_fitter(2000, seed=5, latent=16, hidden=(64,), floored=floored)
+        counts = measured[stage].noisy.reshape(-1, codec.n_classes)
+        counts[0] = -300.0  # the first category: a noisy count far below zero in every class
+        fitter.fit(measured, 1200)
+        expected = fitter.expected([(stage, -1)], measured[stage].cells)[0]
+        shares[floored is None] = expected.reshape(-1, codec.n_classes).sum(1)[0]
+    assert shares[True] < M.CATEGORY_FLOOR / 5
+    assert shares[False] > 0.8 * M.CATEGORY_FLOOR
 
 
 def test_fitter_matches_noise_free_marginals():
