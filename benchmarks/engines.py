@@ -4,6 +4,7 @@ Usage::
 
     python benchmarks/engines.py [--tables T ...] [--eps E ...] [--seeds S ...] [--methods M ...]
                                  [--quick] [--peer-timeout S] [--stop-after MIN] [--retry]
+                                 [--set NAME=VALUE ...] [--rows N] [--out DIR]
     python benchmarks/engines.py report
     python benchmarks/engines.py merge DIR [DIR ...]
 
@@ -50,7 +51,9 @@ Results: one record per (table, epsilon, seed, method) appended to
 date, machine); a cell already there is skipped (``--retry`` re-runs errors and
 timeouts). ``report`` writes ``benchmarks/ENGINES.md``. ``--set NAME=VALUE`` runs a variant of the
 marginal engine (a constant of ``appliance/marginal.py`` overridden; the command line in
-the invocation records it); keep variants in their own ``--out`` folder. ``merge`` folds the results of
+the invocation records it); keep variants in their own ``--out`` folder. ``--rows N`` trains on N of the
+training rows (sampled with the seed, the holdout unchanged): a small-table check, also
+only into its own ``--out`` folder. ``merge`` folds the results of
 runs made with ``--out DIR`` (e.g. two methods run side by side) into the results file:
 their invocations are appended, and each of their records replaces the one for the same
 cell. ``--quick`` (rotterdam,
@@ -262,9 +265,12 @@ def score(synthetic: pd.DataFrame, train_rows: pd.DataFrame, holdout: pd.DataFra
             "detection": detection_auc(synthetic, holdout, schema, seed=seed, threads=THREADS)}
 
 
-def run_cell(table: str, eps: float, seed: int, method: str, *, peer_timeout: float) -> dict:
+def run_cell(table: str, eps: float, seed: int, method: str, *, peer_timeout: float,
+             rows: int | None = None) -> dict:
     schema, frame = load(table)
     train_rows, holdout = stratified_split(frame, schema, holdout=HOLDOUT, seed=seed)
+    if rows is not None:  # a small-table check: a random sample of the training rows, same holdout
+        train_rows = train_rows.sample(n=min(rows, len(train_rows)), random_state=seed)
     n = len(train_rows)
     record = {"table": table, "epsilon": eps, "seed": seed, "method": method, "train_rows": n,
               "holdout_rows": len(holdout), "date": now()}
@@ -326,7 +332,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
                         print(f"stopping: --stop-after {args.stop_after} min reached", flush=True)
                         return
                     print(f"{table} eps {eps:g} seed {seed} {method} ...", end=" ", flush=True)
-                    record = {**run_cell(table, eps, seed, method, peer_timeout=args.peer_timeout),
+                    record = {**run_cell(table, eps, seed, method, peer_timeout=args.peer_timeout, rows=args.rows),
                               "invocation": invocation["id"], "loadavg": os.getloadavg()}
                     data["results"] = [r for r in data["results"] if key(r) != key(record)] + [record]
                     write_results(path, data)
@@ -580,14 +586,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                         help="override a constant of appliance/marginal.py for this run (a variant of "
                              "'ours', e.g. --set FIT_BATCH=2048); use with --out, never into the main results")
+    parser.add_argument("--rows", type=int, default=None,
+                        help="train on this many of the training rows (sampled with the seed; the holdout "
+                             "is unchanged): a small-table check; use with --out, never into the main results")
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder (default benchmarks/results; benchmarks/_work/results with --quick)")
     args = parser.parse_args(argv)
     if args.quick:
         for name, value in QUICK.items():
             setattr(args, name, value)
-    if args.overrides and args.out is None:
-        parser.error("--set runs a variant: give it its own --out folder")
+    if (args.overrides or args.rows) and args.out is None:
+        parser.error("--set and --rows run a variant: give it its own --out folder")
     args.out = args.out or HERE / ("_work/results" if args.quick else "results")
     args.report_to = HERE / ("_work/ENGINES.md" if args.quick else "ENGINES.md")
     torch.set_num_threads(THREADS)
