@@ -290,7 +290,8 @@ def fit(codes: np.ndarray, offsets: np.ndarray, y: np.ndarray, codec: Codec, opt
                                     f"measured {_name(codec, candidates[k])}"))
     fitter.fit(measured, FIT_STEPS_FINAL, anneal=True)
     events = budget.events() if options.dp else []
-    details = {"engine": ENGINE, "rounds": budget.rounds, "pair_cells": (pair_cells.bins or "codes") if budget.rounds else None,
+    details = {"engine": ENGINE, "rounds": budget.rounds,
+               "pair_cells": (pair_cells.bins or "codes") if budget.rounds else None,
                "offset_cells": cells or None, "workload_sigma": budget.workload_sigma if options.dp else None,
                "offset_sigma": budget.offset_sigma if options.dp and cells else None,
                "measure_sigma": budget.measure_sigma if options.dp and budget.rounds else None,
@@ -461,13 +462,13 @@ class Fitter:
     def __init__(self, generator: Generator, prior: np.ndarray, n_noisy: float, seed: int,
                  floored: np.ndarray | None = None) -> None:
         self.generator = generator
-        self.floored = torch.as_tensor(np.zeros(0, dtype=np.int64) if floored is None else floored)
         self.prior = prior
         self.n_noisy = n_noisy
         self.device = next(generator.parameters()).device
         self.optimizer = torch.optim.Adam(generator.parameters(), lr=FIT_LR)
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
-        self.floored = self.floored.to(self.device)
+        self.floored = torch.as_tensor(np.zeros(0, dtype=np.int64) if floored is None else floored,
+                                       device=self.device)
         self._candidates: tuple[int | None, list[tuple[int, ...]], Moments] | None = None
 
     def fit(self, marginals: list[Marginal], steps: int, *, anneal: bool = False) -> None:
