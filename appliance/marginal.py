@@ -208,10 +208,10 @@ class Cells:
 
     def histogram(self, codes: np.ndarray, y: np.ndarray, columns: tuple[int, ...]) -> np.ndarray:
         """Exact counts of the rows over the cells of ``columns`` (flattened, the last column fastest)."""
-        index = np.zeros(len(y), dtype=np.int64)
-        for j, size in zip(columns, self.shape(columns)):
+        index, sizes = np.zeros(len(y), dtype=np.int64), self.shape(columns)
+        for j, size in zip(columns, sizes):
             index = index * size + (y if j < 0 else self.maps[j][codes[:, j]])
-        return np.bincount(index, minlength=int(np.prod(self.shape(columns)))).astype(np.float64)
+        return np.bincount(index, minlength=int(np.prod(sizes))).astype(np.float64)
 
     def merge(self) -> np.ndarray | None:
         """The 0/1 matrix from every column's codes to its cells (None: the identity)."""
