@@ -4,11 +4,11 @@ Rules (invariant 2 of DESIGN.md; the adversary knows the public schema):
 1. A frame must hold exactly the schema's modelled columns (features and
    target, in any order); anything else is a caller error (``ValueError``
    naming the frame and the columns).
-2. Rows are encoded by the schema codec (``release/codec.py``), one row at a
+2. Rows are encoded by the schema codec (``release/codec.py``, default bins), one row at a
    time; nothing is fitted to data, so the space is the same for the
    synthetic rows, the targets and the reference rows.
 3. A numeric column becomes its position on the public scale, in [0, 1]:
-   ``(code + (offset + 1) / 2) / NUMERIC_BINS`` for a binned column (after the
+   ``(code + (offset + 1) / 2) / bins`` for a binned column (after the
    schema's log transform), ``code / (values - 1)`` for a column with one code
    per integer. A nullable numeric column adds a missing indicator (0 or 1);
    a missing value sits at position 0.
@@ -24,7 +24,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from hgan.release.codec import NUMERIC_BINS, Codec, ColumnCode
+from hgan.release.codec import Codec, ColumnCode
 from hgan.release.schema import CategoricalColumn, Schema
 
 _ONE_HOT_SCALE = 1.0 / math.sqrt(2.0)
@@ -68,10 +68,9 @@ def _one_hot(codes: np.ndarray, n_codes: int) -> np.ndarray:
 def _numeric_position(codes: np.ndarray, offset: np.ndarray | None, cc: ColumnCode) -> np.ndarray:
     missing = codes == cc.missing_code if cc.nullable else np.zeros(len(codes), dtype=bool)
     if offset is not None:
-        position = (codes + (offset + 1.0) / 2.0) / NUMERIC_BINS
+        position = (codes + (offset + 1.0) / 2.0) / cc.value_codes
     else:
-        n_values = cc.n_codes - int(cc.nullable)
-        position = codes / (n_values - 1)
+        position = codes / (cc.value_codes - 1)
     position = np.where(missing, 0.0, np.clip(position, 0.0, 1.0))
     if not cc.nullable:
         return position[:, None]

@@ -2,7 +2,9 @@
 
 Rules (invariant 2 of DESIGN.md):
 1. The layout (codes per column, bin edges, transforms) is a pure function of
-   the schema and the public constants below; no data is read to build it.
+   the schema, the public constants below and the set of *fine* columns (a
+   parameter written into the model; the marginal engine chooses it from DP
+   measurements); no data is read to build it.
    Each row is encoded on its own, so two tables that differ in one row encode
    every shared row identically.
 2. Every modelled column is one *code* (a softmax head in a generator):
@@ -10,7 +12,9 @@ Rules (invariant 2 of DESIGN.md):
    - numeric integer with at most ``MAX_INTEGER_CODES`` values (and no
      transform): one code per integer;
    - other numeric: one of ``NUMERIC_BINS`` equal-width bins over the public
-     bounds (after the log transform if declared), plus an *offset* in
+     bounds (``FINE_BINS`` for a fine column: each bin halved, so every edge
+     of the coarse bins is an edge of the fine ones), after the log
+     transform if declared, plus an *offset* in
      [-1, 1] that places the value inside its bin (a fixed-mode version of
      CTGAN's mode-specific normalisation, with public modes);
    - a nullable column has one extra, last code: missing.
@@ -33,10 +37,9 @@ import pandas as pd
 from hgan.release.schema import CategoricalColumn, NumericColumn, Schema
 
 NUMERIC_BINS = 16
+FINE_BINS = 2 * NUMERIC_BINS
 MAX_INTEGER_CODES = 32
-# Written into every model; a model whose codec parameters differ is refused.
-CODEC_PARAMETERS = {"format": "hgan-codec/1", "numeric_bins": NUMERIC_BINS,
-                    "max_integer_codes": MAX_INTEGER_CODES}
+CODEC_FORMAT = "hgan-codec/1"
 
 
 @dataclass(frozen=True)
@@ -52,20 +55,37 @@ class ColumnCode:
     def missing_code(self) -> int | None:
         return self.n_codes - 1 if self.nullable else None
 
+    @property
+    def value_codes(self) -> int:
+        """Codes of values (for a binned column: its bins), the missing code not counted."""
+        return self.n_codes - int(self.nullable)
+
 
 class Codec:
     """Schema-driven encoder/decoder of the feature columns and the target."""
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: Schema, fine_columns: tuple[str, ...] = ()) -> None:
+        binned = {c.name for c in schema.features if isinstance(c, NumericColumn) and not _one_code_per_integer(c)}
+        unknown = [name for name in fine_columns if name not in binned]
+        if unknown or len(set(fine_columns)) != len(fine_columns):
+            raise ValueError(f"fine columns must be distinct binned numeric features; not so: {unknown or fine_columns}")
         self.schema = schema
         self.features = schema.features
-        self.columns = tuple(_column_code(c) for c in self.features)
+        self.fine_columns = tuple(c.name for c in self.features if c.name in fine_columns)  # schema order
+        self.columns = tuple(_column_code(c, FINE_BINS if c.name in fine_columns else NUMERIC_BINS)
+                             for c in self.features)
         target = schema.target
         self.target = target
         self.classes: tuple = tuple(target.categories) if target else ()
         self.n_classes = max(1, len(self.classes))
 
     # -- layout ------------------------------------------------------------
+    @property
+    def parameters(self) -> dict:
+        """What a model records of its codec, besides the schema (``release/model.py``)."""
+        return {"format": CODEC_FORMAT, "numeric_bins": NUMERIC_BINS, "fine_bins": FINE_BINS,
+                "fine_columns": list(self.fine_columns), "max_integer_codes": MAX_INTEGER_CODES}
+
     @property
     def head_sizes(self) -> list[int]:
         return [c.n_codes for c in self.columns]
@@ -138,13 +158,13 @@ class Codec:
         return pd.DataFrame(data)[names]
 
 
-def _column_code(col: NumericColumn | CategoricalColumn) -> ColumnCode:
+def _column_code(col: NumericColumn | CategoricalColumn, numeric_bins: int) -> ColumnCode:
     extra = int(col.nullable)
     if isinstance(col, CategoricalColumn):
         return ColumnCode(col.name, len(col.categories) + extra, False, col.nullable)
     if _one_code_per_integer(col):
         return ColumnCode(col.name, int(col.upper - col.lower) + 1 + extra, False, col.nullable)
-    return ColumnCode(col.name, NUMERIC_BINS + extra, True, col.nullable)
+    return ColumnCode(col.name, numeric_bins + extra, True, col.nullable)
 
 
 def _one_code_per_integer(col: NumericColumn) -> bool:
@@ -177,8 +197,8 @@ def _encode_column(col, cc: ColumnCode, series: pd.Series) -> tuple[np.ndarray, 
             codes = np.rint(x - col.lower).astype(np.int64)
             offsets = np.zeros(len(codes), dtype=np.float32)
         else:
-            scaled = _unit(col, x) * NUMERIC_BINS
-            codes = np.minimum(np.floor(scaled), NUMERIC_BINS - 1).astype(np.int64)
+            scaled = _unit(col, x) * cc.value_codes
+            codes = np.minimum(np.floor(scaled), cc.value_codes - 1).astype(np.int64)
             offsets = ((scaled - codes) * 2.0 - 1.0).astype(np.float32)
     if missing.any():
         if not cc.nullable:
@@ -195,7 +215,7 @@ def _decode_column(col, cc: ColumnCode, codes: np.ndarray, offsets: np.ndarray |
     if _one_code_per_integer(col):
         x = (col.lower + codes).astype(np.float64)
     else:
-        u = (codes + (np.clip(offsets, -1.0, 1.0) + 1.0) / 2.0) / NUMERIC_BINS
+        u = (codes + (np.clip(offsets, -1.0, 1.0) + 1.0) / 2.0) / cc.value_codes
         x = np.clip(_from_unit(col, u), col.lower, col.upper)
     if col.decimals is not None:
         x = np.clip(np.round(x, col.decimals), col.lower, col.upper)

@@ -11,8 +11,9 @@ Rules for loading (``load_model``), checked in this order:
 2. ``generator.json`` is at most ``MAX_JSON_BYTES``, is JSON, has the format
    ``FORMAT`` and exactly the expected top-level fields.
 3. The schema, codec parameters, architecture, class prior and privacy block
-   are valid; the codec parameters are this version's, and the architecture
-   agrees with the layout that the schema implies.
+   are valid; the codec parameters are this version's (its format and bin
+   counts; fine columns that the schema bins), and the architecture agrees
+   with the layout that the schema and the codec parameters imply.
 4. The weights file's SHA-256 equals the one recorded in the JSON.
 5. The weights hold exactly the tensors the architecture declares, with the
    declared shapes and dtype float32. Loading runs no code.
@@ -41,7 +42,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from hgan.release.atomic import check_new_directory, write_directory
-from hgan.release.codec import CODEC_PARAMETERS, Codec
+from hgan.release.codec import CODEC_FORMAT, FINE_BINS, MAX_INTEGER_CODES, NUMERIC_BINS, Codec
 from hgan.release.errors import InvalidInput
 from hgan.release.generator import Generator, GeneratorConfig
 from hgan.release.schema import Schema
@@ -68,16 +69,17 @@ class Model:
     metadata: dict[str, Any]
 
 
-def write_model(out: str | Path, *, generator: Generator, schema: Schema, class_prior: list[float],
+def write_model(out: str | Path, *, generator: Generator, codec: Codec, class_prior: list[float],
                 privacy: dict[str, Any], engine: str, training: dict[str, Any],
                 versions: dict[str, str]) -> Path:
-    """Write a model directory atomically (rules 6-7); return its path."""
+    """Write a model directory atomically (rules 6-7); return its path. ``codec``: the one
+    the generator was trained with (its schema and parameters are written)."""
     out = Path(out)
     check_new_directory(out, what="models")
     weights = save_safetensors({k: v.detach().to("cpu", torch.float32).contiguous()
                                 for k, v in generator.state_dict().items()})
     meta = {
-        "format": FORMAT, "engine": engine, "schema": schema.to_dict(), "codec": CODEC_PARAMETERS,
+        "format": FORMAT, "engine": engine, "schema": codec.schema.to_dict(), "codec": codec.parameters,
         "architecture": generator.config.to_dict(), "class_prior": list(class_prior),
         "privacy": privacy, "training": training, "versions": versions,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
@@ -102,7 +104,10 @@ def load_model(path: str | Path) -> Model:
     meta = _read_json(d / METADATA)
     _check_metadata(meta, source=str(d / METADATA))
     schema = Schema.from_dict(meta["schema"], source=f"{d / METADATA}: schema")
-    codec = Codec(schema)
+    try:
+        codec = Codec(schema, fine_columns=tuple(meta["codec"]["fine_columns"]))
+    except ValueError as exc:
+        _invalid(d / METADATA, f'field "codec": {exc}')
     config = GeneratorConfig.from_dict(meta["architecture"])
     _check_matches_codec(d / METADATA, config, codec, meta["class_prior"])
     weights = _read_capped(d / WEIGHTS, MAX_WEIGHTS_BYTES)
@@ -127,8 +132,7 @@ def _check_metadata(meta: Any, *, source: str) -> None:
         _invalid(source, f"has fields {sorted(meta)}; expected exactly {sorted(TOP_FIELDS)}")
     if not isinstance(meta["engine"], str):
         _invalid(source, 'field "engine" must be a string')
-    if meta["codec"] != CODEC_PARAMETERS:
-        _invalid(source, f'field "codec" is {meta["codec"]!r}; this version decodes {CODEC_PARAMETERS!r}')
+    _check_codec(meta["codec"], source)
     for key in ("training", "versions"):
         if not isinstance(meta[key], dict):
             _invalid(source, f'field "{key}" must be an object')
@@ -145,6 +149,17 @@ def _check_metadata(meta: Any, *, source: str) -> None:
         GeneratorConfig.from_dict(meta["architecture"])
     except ValueError as exc:
         _invalid(source, str(exc))
+
+
+def _check_codec(parameters: Any, source: str) -> None:
+    fixed = {"format": CODEC_FORMAT, "numeric_bins": NUMERIC_BINS, "fine_bins": FINE_BINS,
+             "max_integer_codes": MAX_INTEGER_CODES}
+    if (not isinstance(parameters, dict) or set(parameters) != {*fixed, "fine_columns"}
+            or any(parameters[k] != v or isinstance(parameters[k], bool) for k, v in fixed.items())
+            or not isinstance(parameters["fine_columns"], list)
+            or not all(isinstance(name, str) for name in parameters["fine_columns"])):
+        _invalid(source, f'field "codec" is {parameters!r}; this version decodes {fixed!r} '
+                         'and a list of "fine_columns" (column names)')
 
 
 def _check_privacy(privacy: Any, source: str) -> None:

@@ -164,7 +164,7 @@ def run_whitebox_attacks(model: Model, members: pd.DataFrame, non_members: pd.Da
     first_half = _threshold_split(len(member_rows), len(non_member_rows), rng)
     seeds = [int(s) for s in rng.integers(0, 2**62, size=3)]
     targets = pd.concat([members.iloc[member_rows], non_members.iloc[non_member_rows]], ignore_index=True)
-    codec = Codec(schema)
+    codec = target_model.codec  # each generator reads rows through the codec it was trained with
     encoded = _encode(targets, codec, "targets")
 
     # rule 4: losses, then scores
@@ -173,8 +173,8 @@ def run_whitebox_attacks(model: Model, members: pd.DataFrame, non_members: pd.Da
     scores = {"mia.gan_leaks_wb": -target_losses}
     if calibrated:
         if baseline_model is not None:
-            baseline = _reconstruct(baseline_model, encoded, restarts=restarts, steps=steps, seed=seeds[1],
-                                    device=torch_device)
+            baseline = _reconstruct(baseline_model, _encode(targets, baseline_model.codec, "targets"),
+                                    restarts=restarts, steps=steps, seed=seeds[1], device=torch_device)
             baseline_note = ("baseline: the loss under a reference generator of the same engine, trained on "
                              "reference rows")
         else:
@@ -250,7 +250,7 @@ def _checked_model(model: Model, schema: Schema, role: str) -> Model:
                  f"it models columns {[c.name for c in model.schema.modelled]}, the targets {names}")
         raise ValueError(f"{role}: its codec does not match the targets' schema ({where}); "
                          "attack a generator with the schema it was trained on")
-    codec, config = Codec(schema), model.generator.config
+    codec, config = model.codec, model.generator.config
     if (list(config.head_sizes) != codec.head_sizes or config.n_offsets != codec.n_offsets
             or config.n_classes != codec.n_classes):
         raise ValueError(f"{role}: its generator's heads do not match the layout its schema implies")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hgan.release.codec import MAX_INTEGER_CODES, NUMERIC_BINS, Codec
+from hgan.release.codec import FINE_BINS, MAX_INTEGER_CODES, NUMERIC_BINS, Codec
 from tests.conftest import mixed_frame, mixed_schema
 
 
@@ -44,6 +44,29 @@ def test_round_trip_every_column_type_with_missing_values():
     pd.testing.assert_series_equal(back["stage"], frame["stage"], check_names=False)
     pd.testing.assert_series_equal(back["sex"], frame["sex"], check_names=False)
     pd.testing.assert_series_equal(back["death"], frame["death"], check_names=False)
+
+
+def test_a_fine_column_halves_each_bin_and_round_trips():
+    coarse, fine = Codec(mixed_schema()), Codec(mixed_schema(), fine_columns=("creat", "marker"))
+    assert fine.fine_columns == ("marker", "creat")  # schema order
+    assert fine.head_sizes == [NUMERIC_BINS, 4, FINE_BINS, FINE_BINS + 1, NUMERIC_BINS + 1, 2, 4]
+    frame = mixed_frame(500)
+    (c16, _), (c32, off32) = coarse.encode_codes(frame), fine.encode_codes(frame)
+    for j, name in ((2, "marker"), (3, "creat")):
+        present = c16[:, j] < NUMERIC_BINS
+        assert (c32[present, j] // 2 == c16[present, j]).all()      # every fine bin lies in one coarse bin
+        assert (c32[~present, j] == FINE_BINS).all()                 # missing stays the last code
+        assert len(np.unique(c32[present, j])) > len(np.unique(c16[present, j]))
+    back = fine.decode(c32, off32, fine.encode_target(frame))
+    np.testing.assert_allclose(back["marker"], frame["marker"], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(back["creat"], frame["creat"], rtol=1e-5, atol=1e-5)
+    assert fine.parameters["fine_columns"] == ["marker", "creat"]
+
+
+@pytest.mark.parametrize("names", [("grade",), ("sex",), ("nope",), ("marker", "marker")])
+def test_only_binned_numeric_features_can_be_fine(names):
+    with pytest.raises(ValueError, match="fine columns"):
+        Codec(mixed_schema(), fine_columns=names)
 
 
 def test_encoding_of_a_row_does_not_depend_on_the_other_rows():

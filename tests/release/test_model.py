@@ -19,17 +19,25 @@ PRIVACY = {"private": True, "epsilon": 1.0, "delta": 1e-6, "accountant": "rdp",
            "events": [{"kind": "gaussian"}], "seeded": True}
 
 
-def make_generator(schema=None) -> Generator:
-    codec = Codec(schema or mixed_schema())
+def make_generator(schema=None, fine_columns=()) -> Generator:
+    codec = Codec(schema or mixed_schema(), fine_columns=fine_columns)
     torch.manual_seed(0)
     return Generator(GeneratorConfig(8, (16,), codec.n_classes, tuple(codec.head_sizes), codec.n_offsets))
 
 
 def write(path: Path, **overrides) -> Path:
-    args = dict(generator=make_generator(), schema=mixed_schema(), class_prior=[0.6, 0.4],
+    args = dict(generator=make_generator(), codec=Codec(mixed_schema()), class_prior=[0.6, 0.4],
                 privacy=PRIVACY, engine="test", training={}, versions={"hgan": "test"})
     args.update(overrides)
     return write_model(path, **args)
+
+
+def test_the_fine_columns_written_are_the_fine_columns_loaded(tmp_path):
+    fine = Codec(mixed_schema(), fine_columns=("marker",))
+    write(tmp_path / "m", generator=make_generator(fine_columns=("marker",)), codec=fine)
+    model = load_model(tmp_path / "m")
+    assert model.codec.fine_columns == ("marker",)
+    assert model.codec.head_sizes == fine.head_sizes != Codec(mixed_schema()).head_sizes
 
 
 def test_write_then_load_gives_the_same_weights(tmp_path):
@@ -102,6 +110,11 @@ def _edit_metadata(path: Path, edit) -> None:
     lambda m: m["architecture"].update(latent_dim=9),
     lambda m: m.update(weights_sha256="0" * 64),
     lambda m: m["codec"].update(numeric_bins=8),
+    lambda m: m["codec"].update(fine_columns=["marker"]),  # a binned column, but its heads are coarse
+    lambda m: m["codec"].update(fine_columns=["grade"]),   # not a binned column
+    lambda m: m["codec"].update(fine_columns="marker"),
+    lambda m: m["codec"].update(max_integer_codes=64),
+    lambda m: m["codec"].pop("fine_columns"),
 ])
 def test_rules2_to_4_bad_metadata_is_refused(tmp_path, edit):
     write(tmp_path / "m")
