@@ -14,7 +14,7 @@ Rules:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch
 
 from hgan.appliance.accounting import PrivacyEvent
 from hgan.appliance.dpsgd import BACKENDS
+from hgan.release.codec import Codec
 from hgan.release.errors import InvalidInput
 from hgan.release.generator import Generator
 
@@ -108,7 +109,8 @@ class EngineResult:
     generator: Generator
     class_prior: list[float]
     events: list[PrivacyEvent]
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any]
+    codec: Codec  # the one the generator reads and writes rows through
 
 
 def histogram_noise(epsilon_target: float) -> float:

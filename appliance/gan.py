@@ -101,7 +101,7 @@ def fit(x: np.ndarray, y: np.ndarray, codec: Codec, options: TrainOptions, start
                "steps": steps, "max_grad_norm": options.max_grad_norm if options.dp else None,
                "epochs": options.epochs, "batch_size": options.batch_size, "lr": options.lr,
                "optimizer": "adam(0.5, 0.9)", "selection": "last step (no data-dependent choice)"}
-    return EngineResult(generator.cpu(), list(start.prior), events, details)
+    return EngineResult(generator.cpu(), list(start.prior), events, details, codec)
 
 
 def _calibrate(options: TrainOptions, start: Start, q: float, steps: int) -> float:

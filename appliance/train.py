@@ -84,22 +84,21 @@ def train(frame: pd.DataFrame, schema: Schema, *, out: str | Path, options: Trai
     if not codec.columns:
         raise InvalidInput("schema.invalid", f"{schema.source}: no column has role \"feature\"",
                            hint="a generator needs at least one feature besides the target")
-    codes, offsets = codec.encode_codes(frame)
     y = codec.encode_target(frame)
     start = release_target_histogram(y, codec.n_classes, options, np.random.default_rng(seed))
     loop_started = time.perf_counter()
     if options.engine == "gan":
-        result = gan.fit(codec.to_vectors(codes, offsets), y, codec, options, start, seed=seed,
+        result = gan.fit(codec.to_vectors(*codec.encode_codes(frame)), y, codec, options, start, seed=seed,
                          progress=progress)
     else:
-        result = marginal.fit(codes, offsets, y, codec, options, start, seed=seed, progress=progress)
+        result = marginal.fit(frame, y, codec, options, start, seed=seed, progress=progress)
     loop_seconds = time.perf_counter() - loop_started
     events = start.events + result.events
     spent = round(epsilon(events, start.delta), 6) if options.dp else None
     privacy = {"private": options.dp, "epsilon": spent, "delta": start.delta,
                "accountant": ACCOUNTANT if options.dp else None,
                "events": [e.to_dict() for e in events], "seeded": options.seed is not None}
-    write_model(out, generator=result.generator, schema=schema, class_prior=result.class_prior,
+    write_model(out, generator=result.generator, codec=result.codec, class_prior=result.class_prior,
                 privacy=privacy, engine=result.details["engine"], training=_training_block(options, result.details),
                 versions=_versions())
     d = result.details

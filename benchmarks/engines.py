@@ -141,16 +141,19 @@ def product_engine(engine: str) -> Callable[..., Fit]:
             started, cpu = time.perf_counter(), time.process_time()
             result = train(train_rows, schema, out=Path(tmp) / "model", options=options)
             wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-            synthetic = sample(load_model(Path(tmp) / "model"), n, seed=seed)
+            model = load_model(Path(tmp) / "model")
+            synthetic = sample(model, n, seed=seed)
         return synthetic, wall, cpu, {"epsilon_spent": result.epsilon, "delta": result.delta,
-                                      "train_seconds": result.seconds, "steps": result.steps}
+                                      "train_seconds": result.seconds, "steps": result.steps,
+                                      "fine_columns": list(model.codec.fine_columns)}
     return run
 
 
-def naive_bayes(train_rows: pd.DataFrame, schema: Schema, *, eps: float, seed: int, n: int) -> Fit:
+def naive_bayes(train_rows: pd.DataFrame, schema: Schema, *, eps: float, seed: int, n: int,
+                fine_columns: tuple[str, ...] = ()) -> Fit:
     """DP naive Bayes: d + 1 Laplace histograms (each L1 sensitivity 1) at eps / (d + 1) each."""
     started, cpu = time.perf_counter(), time.process_time()
-    codec = Codec(schema)
+    codec = Codec(schema, fine_columns=fine_columns)
     codes, _ = codec.encode_codes(train_rows)
     y = codec.encode_target(train_rows)
     k, d = codec.n_classes, codes.shape[1]
@@ -174,17 +177,19 @@ def naive_bayes(train_rows: pd.DataFrame, schema: Schema, *, eps: float, seed: i
         cdf = np.cumsum(cond[:, classes], axis=0)            # (size, n)
         drawn[:, j] = np.minimum((rng.random(n) * cdf[-1] > cdf).sum(0), cond.shape[0] - 1)
     synthetic = codec.decode(drawn, uniform_offsets(codec, n, rng), classes)
-    return synthetic, wall, cpu, {"epsilon_spent": eps, "delta": 0.0, "laplace_scale": scale}
+    return synthetic, wall, cpu, {"epsilon_spent": eps, "delta": 0.0, "laplace_scale": scale,
+                                  "fine_columns": list(fine_columns)}
 
 
-def binned_real(train_rows: pd.DataFrame, schema: Schema, *, eps: float, seed: int, n: int) -> Fit:
+def binned_real(train_rows: pd.DataFrame, schema: Schema, *, eps: float, seed: int, n: int,
+                fine_columns: tuple[str, ...] = ()) -> Fit:
     """Not a method: the training rows themselves, each number re-drawn uniformly inside its
     codec bin: what a perfect model of the bins alone would give (no privacy; ``eps`` is ignored)."""
-    codec = Codec(schema)
+    codec = Codec(schema, fine_columns=fine_columns)
     codes, _ = codec.encode_codes(train_rows)
     rng = np.random.default_rng(seed)
     rows = codec.decode(codes, uniform_offsets(codec, len(codes), rng), codec.encode_target(train_rows))
-    return rows, 0.0, 0.0, {"reference": True}
+    return rows, 0.0, 0.0, {"reference": True, "fine_columns": list(fine_columns)}
 
 
 class PeerTimeout(Exception):
@@ -193,10 +198,10 @@ class PeerTimeout(Exception):
 
 def peer(method: str) -> Callable[..., Fit]:
     def run(train_rows: pd.DataFrame, schema: Schema, *, eps: float, seed: int, n: int,
-            timeout: float = PEER_TIMEOUT) -> Fit:
+            timeout: float = PEER_TIMEOUT, fine_columns: tuple[str, ...] = ()) -> Fit:
         python = ensure_peers_venv()
         fix_dir = ensure_mbi_fix()
-        codec = Codec(schema)
+        codec = Codec(schema, fine_columns=fine_columns)
         codes, _ = codec.encode_codes(train_rows)
         y = codec.encode_target(train_rows)
         with tempfile.TemporaryDirectory(prefix="hgan-peers-") as tmp:
@@ -219,7 +224,8 @@ def peer(method: str) -> Callable[..., Fit]:
         rng = np.random.default_rng(seed)
         synthetic = codec.decode(out[:, :-1], uniform_offsets(codec, n, rng), out[:, -1])
         details = {k: meta[k] for k in ("sample_seconds", "snsynth", "mbi", "mbi_fix")}
-        return synthetic, meta["fit_seconds"], meta["fit_cpu_seconds"], {"epsilon_spent": eps, "delta": DELTA, **details}
+        return synthetic, meta["fit_seconds"], meta["fit_cpu_seconds"], {"epsilon_spent": eps, "delta": DELTA,
+                                                                          "fine_columns": list(fine_columns), **details}
     return run
 
 
@@ -266,7 +272,7 @@ def score(synthetic: pd.DataFrame, train_rows: pd.DataFrame, holdout: pd.DataFra
 
 
 def run_cell(table: str, eps: float, seed: int, method: str, *, peer_timeout: float,
-             rows: int | None = None) -> dict:
+             rows: int | None = None, peer_fine: tuple[str, ...] = ()) -> dict:
     schema, frame = load(table)
     train_rows, holdout = stratified_split(frame, schema, holdout=HOLDOUT, seed=seed)
     if rows is not None:  # a small-table check: a random sample of the training rows, same holdout
@@ -275,6 +281,8 @@ def run_cell(table: str, eps: float, seed: int, method: str, *, peer_timeout: fl
     record = {"table": table, "epsilon": eps, "seed": seed, "method": method, "train_rows": n,
               "holdout_rows": len(holdout), "date": now()}
     kwargs = {"timeout": peer_timeout} if method in PEERS else {}
+    if method in (*PEERS, "nb", "binned"):
+        kwargs["fine_columns"] = peer_fine
     started = time.perf_counter()
     try:
         synthetic, wall, cpu, details = RUNNERS[method](train_rows, schema, eps=eps, seed=seed, n=n, **kwargs)
@@ -332,7 +340,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> None:
                         print(f"stopping: --stop-after {args.stop_after} min reached", flush=True)
                         return
                     print(f"{table} eps {eps:g} seed {seed} {method} ...", end=" ", flush=True)
-                    record = {**run_cell(table, eps, seed, method, peer_timeout=args.peer_timeout, rows=args.rows),
+                    record = {**run_cell(table, eps, seed, method, peer_timeout=args.peer_timeout, rows=args.rows,
+                                         peer_fine=tuple(args.peer_fine_columns)),
                               "invocation": invocation["id"], "loadavg": os.getloadavg()}
                     data["results"] = [r for r in data["results"] if key(r) != key(record)] + [record]
                     write_results(path, data)
@@ -586,6 +595,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                         help="override a constant of appliance/marginal.py for this run (a variant of "
                              "'ours', e.g. --set FIT_BATCH=2048); use with --out, never into the main results")
+    parser.add_argument("--peer-fine-columns", nargs="+", default=[], metavar="COLUMN",
+                        help="give the peers, the naive Bayes and the binned reference these columns at the "
+                             "codec's fine bins (the ones the marginal engine chose for the same cells: its "
+                             "records' fine_columns)")
     parser.add_argument("--rows", type=int, default=None,
                         help="train on this many of the training rows (sampled with the seed; the holdout "
                              "is unchanged): a small-table check; use with --out, never into the main results")

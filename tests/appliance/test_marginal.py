@@ -312,3 +312,71 @@ def test_a_trained_model_draws_offsets_from_its_within_bin_table(tmp_path):
         np.add.at(counts, (exact_codes[:, head], sub_cells(exact_offsets[:, k], config.offset_cells)), 1)
         exact = counts / np.maximum(counts.sum(1, keepdims=True), 1)
         assert not np.allclose(table[k][counts.sum(1) > 0], exact[counts.sum(1) > 0], atol=1e-4)
+
+
+# -- fine columns (rule 6) -------------------------------------------------------------
+
+def concentrated_frame(n=3000, seed=0):
+    """``creat`` in 2-3 of its 16 bins (most rows near 1), the other binned columns spread."""
+    frame = mixed_frame(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    frame["creat"] = np.where(frame["creat"].isna(), np.nan, np.clip(rng.normal(1.0, 0.25, n), 0.2, 12.0))
+    return frame
+
+
+def exact_within(codec, frame, cells=4):
+    codes, offsets = codec.encode_codes(frame)
+    return M.measure_within_bins(codes, offsets, codec, cells, 0.0, np.random.default_rng(0))
+
+
+def test_a_column_in_few_bins_is_fine_and_a_spread_one_is_not():
+    codec, frame = Codec(mixed_schema()), concentrated_frame()
+    within = exact_within(codec, frame)
+    assert M.fine_columns(codec, within, len(frame), sigma=5.0) == ("creat",)
+    assert M.fine_columns(codec, within, len(frame), sigma=500.0) == ()  # halved cells would be noise
+    assert M.fine_columns(codec, exact_within(codec, mixed_frame(3000)), 3000, sigma=5.0) == ()
+
+
+def test_the_fine_split_and_the_refined_offsets_are_the_fine_codecs_histograms():
+    coarse, frame = Codec(mixed_schema()), concentrated_frame()
+    fine = Codec(mixed_schema(), fine_columns=("creat",))
+    k, j = coarse.offset_heads.index(3), 3  # creat
+    h = exact_within(coarse, frame, cells=4)[k]
+    codes, offsets = fine.encode_codes(frame)
+    y = fine.encode_target(frame)
+    split = M.fine_split(h, j, fine, sigma=2.0)
+    np.testing.assert_array_equal(split.noisy, M.Cells(fine, None).histogram(codes, y, (j,)))
+    assert split.sigma[:32].tolist() == [2.0 * math.sqrt(2)] * 32 and split.sigma[32] == 4.0
+    direct = exact_within(fine, frame, cells=2)[k]                  # the fine bins' halves
+    refined = M.refined(h)
+    assert refined.shape == (33, 4)
+    for half in (refined[:32, ::2], refined[:32, 1::2]):  # each half split in two equal sub-cells
+        np.testing.assert_array_equal(half, direct[:32])   # (the missing row's offsets are never drawn)
+
+
+def test_the_workload_of_a_fine_column_is_measured_at_its_coarse_bins():
+    coarse, frame = Codec(mixed_schema()), concentrated_frame()
+    fine = Codec(mixed_schema(), fine_columns=("creat",))
+    budget = M.Budget(rho=1e9, rounds=0, n_features=len(fine.columns))  # noise std ~1e-4 rows
+    got = M.measure_workload(*[fine.encode_codes(frame)[0], fine.encode_target(frame)], fine, budget,
+                             np.random.default_rng(0))
+    want = M.measure_workload(coarse.encode_codes(frame)[0], coarse.encode_target(frame), coarse, budget,
+                              np.random.default_rng(0))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.noisy, b.noisy, atol=1e-2)
+
+
+def test_training_makes_the_concentrated_column_fine_and_charges_nothing_for_it(tmp_path, monkeypatch):
+    from hgan.appliance.train import train
+    from hgan.release.model import load_model
+    from hgan.release.sample import sample
+    frame, options = concentrated_frame(3000), TrainOptions(engine="marginal", epsilon=3.0, seed=0)
+    fine = train(frame, mixed_schema(), out=tmp_path / "fine", options=options)
+    monkeypatch.setattr(M, "FINE_EFFECTIVE_BINS", 0.0)
+    coarse = train(frame, mixed_schema(), out=tmp_path / "coarse", options=options)
+    model = load_model(tmp_path / "fine")
+    assert model.codec.fine_columns == ("creat",) and load_model(tmp_path / "coarse").codec.fine_columns == ()
+    assert fine.events == coarse.events and fine.epsilon == coarse.epsilon <= 3.0
+    rows = sample(model, 2000, seed=0)
+    present = rows["creat"].dropna()
+    assert present.between(0.2, 12.0).all() and abs(present.median() - 1.0) < 0.25
