@@ -155,8 +155,7 @@ class Budget:
 NON_PRIVATE_RHO = 1e6  # dp=False: noise std ~ 1e-3 rows, selection ~ argmax
 
 
-def plan_budget(options: TrainOptions, start: Start, n_features: int, n_offsets: int = 0,
-                numeric_bins: int = NUMERIC_BINS) -> Budget:
+def plan_budget(options: TrainOptions, start: Start, n_features: int, n_offsets: int = 0) -> Budget:
     """The largest budget whose events, composed with the histogram's, meet the target (rule 2),
     with the within-bin resolution ``offset_resolution`` picks, or without the within-bin
     histograms when it finds none worth measuring (rule 3)."""
@@ -164,7 +163,7 @@ def plan_budget(options: TrainOptions, start: Start, n_features: int, n_offsets:
         budget = Budget(NON_PRIVATE_RHO, rounds_rule(n_features, 100.0), n_features, n_offsets)
     else:
         budget = _calibrated(options, start, rounds_rule(n_features, options.epsilon), n_features, n_offsets)
-    cells = offset_resolution(start.n, budget.offset_sigma, numeric_bins) if n_offsets else None
+    cells = offset_resolution(start.n, budget.offset_sigma) if n_offsets else None
     if cells:
         return replace(budget, offset_cells=cells)
     if options.dp and n_offsets:  # (b) skipped: its share goes to the rest (rule 3)
@@ -182,11 +181,11 @@ def _calibrated(options: TrainOptions, start: Start, rounds: int, n_features: in
     return Budget(rho, rounds, n_features, n_offsets)
 
 
-def offset_resolution(n_noisy: float, sigma: float, numeric_bins: int = NUMERIC_BINS) -> int | None:
+def offset_resolution(n_noisy: float, sigma: float) -> int | None:
     """Sub-cells per bin of the within-bin histograms: the largest of ``OFFSET_CELLS`` whose
-    sub-cells hold on average >= CELL_SIGNAL x sigma rows over the ``numeric_bins`` bins, or
+    sub-cells hold on average >= CELL_SIGNAL x sigma rows over the ``NUMERIC_BINS`` bins, or
     None when even the coarsest does not (rule 3)."""
-    fitting = [c for c in OFFSET_CELLS if n_noisy / (numeric_bins * c) >= CELL_SIGNAL * sigma]
+    fitting = [c for c in OFFSET_CELLS if n_noisy / (NUMERIC_BINS * c) >= CELL_SIGNAL * sigma]
     return max(fitting) if fitting else None
 
 
@@ -284,16 +283,7 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
     budget = plan_budget(options, start, d, codec.n_offsets)
     rng = np.random.default_rng(seed)
     cells = budget.offset_cells
-    codes, offsets = codec.encode_codes(frame)
-    within = measure_within_bins(codes, offsets, codec, cells, budget.offset_sigma, rng) if cells else []
-    splits = []
-    fine = fine_columns(codec, within, start.n, budget.workload_sigma) if within else ()
-    if fine:
-        codec = Codec(codec.schema, fine_columns=fine)
-        codes, offsets = codec.encode_codes(frame)
-        splits = [fine_split(h, j, codec, budget.offset_sigma) for h, j in zip(within, codec.offset_heads)
-                  if codec.columns[j].name in fine]
-        within = [refined(h) if codec.columns[j].name in fine else h for h, j in zip(within, codec.offset_heads)]
+    codec, codes, within, splits = measure_within_bins_and_refine(frame, codec, budget, start.n, rng)
     workload = measure_workload(codes, y, codec, budget, rng)
     table = offset_table(within) if within else None
     counts = class_counts(workload, start, codec.n_classes)
@@ -330,10 +320,30 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
                "offset_sigma": budget.offset_sigma if options.dp and cells else None,
                "measure_sigma": budget.measure_sigma if options.dp and budget.rounds else None,
                "select_epsilon": budget.select_epsilon if options.dp and budget.rounds else None,
-               "measured": [_name(codec, m.columns) for m in measured],
+               "measured": [_name(codec, m.columns) for m in measured if not any(m is s for s in splits)],
                "fit_steps": FIT_STEPS_PER_ROUND * (budget.rounds + 1) + FIT_STEPS_FINAL,
                "selection": "last step (no data-dependent choice)"}
     return EngineResult(generator.cpu(), list(prior), events, details, codec)
+
+
+def measure_within_bins_and_refine(frame: pd.DataFrame, codec: Codec, budget: Budget, n_noisy: float,
+                                   rng: np.random.Generator
+                                   ) -> tuple[Codec, np.ndarray, list[np.ndarray], list[Marginal]]:
+    """Rule 1b, then rule 6: the codec (fine columns or not), the rows' codes under it, the
+    within-bin histograms in its layout (none when (b) is skipped) and the fine columns'
+    one-way marginals."""
+    codes, offsets = codec.encode_codes(frame)
+    if not budget.offset_cells:
+        return codec, codes, [], []
+    within = measure_within_bins(codes, offsets, codec, budget.offset_cells, budget.offset_sigma, rng)
+    fine = fine_columns(codec, within, n_noisy, budget.workload_sigma)
+    if not fine:
+        return codec, codes, within, []
+    codec = Codec(codec.schema, fine_columns=fine)
+    is_fine = [codec.columns[j].name in fine for j in codec.offset_heads]
+    splits = [fine_split(h, j, codec, budget.offset_sigma)
+              for h, j, f in zip(within, codec.offset_heads, is_fine) if f]
+    return codec, codec.encode_codes(frame)[0], [refined(h) if f else h for h, f in zip(within, is_fine)], splits
 
 
 def fine_columns(codec: Codec, within: list[np.ndarray], n_noisy: float, sigma: float) -> tuple[str, ...]:

@@ -122,6 +122,10 @@ def test_pair_resolution_rule_is_monotone_in_count_and_noise():
     assert M.pair_resolution(400, 30.0) == 4           # 6.3 < 9 at 8; 25 >= 9 at 4
     assert M.pair_resolution(50, 60.0) == 2            # nothing fits: the coarsest
     assert [M.pair_resolution(1000, s) or 16 for s in (1.0, 16.0, 64.0, 256.0)] == [16, 8, 4, 2]
+    # with fine columns (rule 6) a pair is judged at 32 bins, and may fall back to the coarse 16
+    assert M.pair_resolution(3000, 18.0) is None                # 11.7 >= 5.4 at 16
+    assert M.pair_resolution(3000, 18.0, 32) == 16              # 2.9 < 5.4 at 32
+    assert M.pair_resolution(12_000, 18.0, 32) is None          # 11.7 >= 5.4 at 32
 
 
 def noise_free_fitter(rows: int, seed: int, latent: int, hidden: tuple[int, ...], floored=None):
@@ -188,12 +192,16 @@ def _tv(fitter, measured, n):
 def test_moments_agree_with_histograms_of_drawn_rows():
     """The moment vector's slices are the marginals that ``Cells.histogram`` counts, cell for
     cell, in the order asked for (marginals of one shape and resolution are computed together)."""
-    codec, codes, y = encoded(500, seed=4)
+    codec = Codec(mixed_schema(), fine_columns=("marker", "creat"))
+    frame = mixed_frame(500, seed=4)
+    codes, y = codec.encode_codes(frame)[0], codec.encode_target(frame)
     order = np.argsort(y, kind="stable")  # the fitter's batches hold each class's rows together
     codes, y = codes[order], y[order]
-    fine, coarse = M.Cells(codec, None), M.Cells(codec, 4)
+    fine, coarse, halved = M.Cells(codec, None), M.Cells(codec, 4), M.Cells(codec, 16, fine_only=True)
+    assert halved.sizes[2:5] == [16, 17, 17] and fine.sizes[2:5] == [32, 33, 17]
     marginals = [((0, -1), fine), ((1, 4), coarse), ((3, -1), fine), ((2, 5, -1), coarse), ((1, 4), fine),
-                 ((0, 6), coarse), ((6, 3, -1), fine), ((4, 1), coarse), ((5, -1), fine)]
+                 ((0, 6), coarse), ((6, 3, -1), fine), ((4, 1), coarse), ((5, -1), fine), ((3, -1), halved),
+                 ((2, 3), halved), ((2,), fine)]
     moments = M.Moments(marginals, torch.device("cpu"))
     probs = torch.as_tensor(np.concatenate(
         [np.eye(n)[codes[:, j]] for j, n in enumerate(codec.head_sizes)], axis=1), dtype=torch.float32)
