@@ -29,7 +29,8 @@ Methods:
            then ``sample(load_model(...), n, seed=seed)``.
 ``gan``    the same with ``engine="gan"`` (default options otherwise).
 ``nb``     DP naive Bayes (``naive_bayes``): Laplace noise on the target histogram and on
-           each (column, target) histogram of the codec's codes, epsilon split evenly
+           each (column, target) histogram of the codec's codes (fine columns as for the
+           peers), epsilon split evenly
            over the d + 1 histograms (pure DP; no delta).
 ``binned`` a reference, not a method: the training rows re-drawn uniformly inside their
            bins (``binned_real``), what a perfect model of the bins alone would score.
@@ -41,7 +42,9 @@ Methods:
            their own (``benchmarks/_work/peers``, created here if missing; never a project
            dependency), with mbi's sampler fixed (``mbi_fix.apply()``, mbi 2.0.0's PR #145,
            post-processing). They get the product codec's codes (every feature and the
-           target, the domain from the schema alone, so no preprocessor budget) and their
+           target, the domain from the schema alone, so no preprocessor budget; the
+           columns named by ``--peer-fine-columns`` at the fine bins, as the marginal
+           engine chose them for the same cells, see its records) and their
            codes come back through ``Codec.decode`` with uniform offsets, exactly as the
            product's rows do. A peer that runs past ``--peer-timeout`` is recorded as a
            timeout.
@@ -521,7 +524,7 @@ def report(args: argparse.Namespace) -> None:
         "a classifier telling holdout rows from as many synthetic rows (0.5 = indistinguishable).", "",
     ]
     for table in [t for t in TABLES if t in set(s["table"])]:
-        lines += [f"## {table}", "", table_markdown(s, table), "",
+        lines += [f"## {table}", "", table_markdown(s, table), "", fine_columns_line(data["results"], table), "",
                   "Against the issue's goals (ours vs peers, means over seeds that ran):", "",
                   *[goals(s, table, e) for e in sorted(set(s[s["table"] == table]["epsilon"]))], ""]
     missing = not_run(data["results"])
@@ -535,7 +538,8 @@ def report(args: argparse.Namespace) -> None:
 
 PEER_NOTES = [
     "- Same domain as the product: every column is the product codec's code (numerics in 16 bins over "
-    "the public bounds, or one code per integer for small integer ranges; missing as its own code), given "
+    "the public bounds, or 32 for the columns listed as fine under each table; one code per integer for "
+    "small integer ranges; missing as its own code), given "
     "to snsynth through `LabelTransformer`s fitted on a public table of every code, so no preprocessor "
     "budget and no code inferred from the data. Their codes come back through `Codec.decode` with uniform "
     "offsets inside each bin: they model bins, not numbers. The product places numbers inside a bin by its "
@@ -555,6 +559,18 @@ PEER_NOTES = [
     "from its noisy measurements. Every method here samples an explicit n (the training rows).",
     "- Fit time of a peer is measured inside its process (fit only; not its start-up, import or sampling).",
 ]
+
+
+def fine_columns_line(results: list[dict], table: str) -> str:
+    """Which columns each method had at the fine bins (rule 6 of the marginal engine), per epsilon."""
+    seen: dict[tuple[float, str], set] = {}
+    for r in results:
+        if r["table"] == table and r["status"] == "ok" and r["method"] != "gan":
+            seen.setdefault((float(r["epsilon"]), r["method"]), set()).add(", ".join(r.get("fine_columns") or []) or "none")
+    parts = [f"eps {e:g} {LABELS[m]}: {' / '.join(sorted(v))}" for (e, m), v in sorted(seen.items())]
+    return ("Fine columns (32 bins instead of 16; the marginal engine chooses them, rule 6 of "
+            "`appliance/marginal.py`, and the others were given the same with `--peer-fine-columns` where "
+            "they ran after that rule; one entry per distinct choice over the seeds): " + "; ".join(parts) + ".")
 
 
 def not_run(results: list[dict]) -> list[str]:
