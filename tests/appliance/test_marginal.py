@@ -88,7 +88,7 @@ def test_budget_composes_to_the_target_with_an_independent_accountant(target):
 def test_selection_score_has_sensitivity_one():
     codec, codes, y = encoded(500)
     cells = M.Cells(codec, 4)
-    candidates = M.candidate_marginals(len(codec.columns), codec.n_classes)
+    candidates = [c for c, _ in M.candidate_marginals(len(codec.columns), codec, cells)]
     rng = np.random.default_rng(1)
     model = [rng.dirichlet(np.ones(int(np.prod(cells.shape(c))))) for c in candidates]
 
@@ -153,7 +153,7 @@ def test_a_category_with_a_negative_noisy_count_keeps_the_floor_share():
         counts = measured[stage].noisy.reshape(-1, codec.n_classes)
         counts[0] = -300.0  # the first category: a noisy count far below zero in every class
         fitter.fit(measured, 1200)
-        expected = fitter.expected([(stage, -1)], measured[stage].cells)[0]
+        expected = fitter.expected([((stage, -1), measured[stage].cells)])[0]
         shares[floored is None] = expected.reshape(-1, codec.n_classes).sum(1)[0]
     assert shares[True] < M.CATEGORY_FLOOR / 5
     assert shares[False] > 0.8 * M.CATEGORY_FLOOR
@@ -186,7 +186,7 @@ def test_final_fit_anneals_the_learning_rate_and_a_later_fit_restarts_it():
 
 def _tv(fitter, measured, n):
     return max(0.5 * np.abs(e - m.noisy / n).sum()
-               for m, e in zip(measured, fitter.expected([m.columns for m in measured], measured[0].cells)))
+               for m, e in zip(measured, fitter.expected([(m.columns, m.cells) for m in measured])))
 
 
 def test_moments_agree_with_histograms_of_drawn_rows():
@@ -218,7 +218,7 @@ def test_a_single_feature_spends_everything_on_the_workload():
     assert budget.rounds == 0
     assert [e.purpose for e in budget.events()] == ["workload: (feature, target) marginals"]
     assert budget.workload_sigma == pytest.approx(math.sqrt(1 / (2 * 0.1)))
-    assert M.candidate_marginals(1, 2) == []
+    assert M.candidate_marginals(1, Codec(mixed_schema()), M.Cells(Codec(mixed_schema()), None)) == []
 
 
 def test_training_a_one_feature_table_works_end_to_end(tmp_path, monkeypatch):
@@ -388,3 +388,16 @@ def test_training_makes_the_concentrated_column_fine_and_charges_nothing_for_it(
     rows = sample(model, 2000, seed=0)
     present = rows["creat"].dropna()
     assert present.between(0.2, 12.0).all() and abs(present.median() - 1.0) < 0.25
+
+
+def test_candidates_holding_a_fine_column_come_again_at_the_coarse_bins():
+    coarse, fine = Codec(mixed_schema()), Codec(mixed_schema(), fine_columns=("creat",))
+    d, j = len(fine.columns), 3  # creat
+    plain = M.candidate_marginals(d, coarse, M.Cells(coarse, None))
+    both = M.candidate_marginals(d, fine, M.Cells(fine, None))
+    again = [(c, cells) for c, cells in both if cells.key == (16, True)]
+    assert len(plain) == len(both) - len(again) == d * (d - 1)  # pairs and (pair, target) triples
+    assert again and all(j in c for c, _ in again) and len(again) == 2 * (d - 1)
+    assert all(cells.sizes[j] == 17 for _, cells in again)  # creat's 32 bins + missing, merged back to 16 + 1
+    # at a coarser resolution (a small table) nothing comes twice
+    assert len(M.candidate_marginals(d, fine, M.Cells(fine, 8))) == len(plain)
