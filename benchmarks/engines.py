@@ -563,14 +563,17 @@ PEER_NOTES = [
 
 def fine_columns_line(results: list[dict], table: str) -> str:
     """Which columns each method had at the fine bins (rule 6 of the marginal engine), per epsilon."""
-    seen: dict[tuple[float, str], set] = {}
+    seen: dict[float, dict[str, set]] = {}
     for r in results:
         if r["table"] == table and r["status"] == "ok" and r["method"] != "gan":
-            seen.setdefault((float(r["epsilon"]), r["method"]), set()).add(", ".join(r.get("fine_columns") or []) or "none")
-    parts = [f"eps {e:g} {LABELS[m]}: {' / '.join(sorted(v))}" for (e, m), v in sorted(seen.items())]
-    return ("Fine columns (32 bins instead of 16; the marginal engine chooses them, rule 6 of "
-            "`appliance/marginal.py`, and the others were given the same with `--peer-fine-columns` where "
-            "they ran after that rule; one entry per distinct choice over the seeds): " + "; ".join(parts) + ".")
+            choice = ", ".join(r.get("fine_columns") or []) or "none"
+            seen.setdefault(float(r["epsilon"]), {}).setdefault(choice, set()).add(LABELS[r["method"]])
+    parts = [f"eps {e:g}: " + "; ".join(f"{choice} for {', '.join(sorted(methods))}"
+                                         for choice, methods in sorted(by.items()))
+             for e, by in sorted(seen.items())]
+    return ("Fine columns (32 bins instead of 16; the marginal engine chooses them by rule 6 of "
+            "`appliance/marginal.py`, the other methods were given its choice with `--peer-fine-columns`; "
+            "a record from before that rule has none): " + ". ".join(parts) + ".")
 
 
 def not_run(results: list[dict]) -> list[str]:
