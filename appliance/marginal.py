@@ -312,7 +312,7 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
         if progress:
             spent = epsilon(start.events + budget.events(r + 1), start.delta) if options.dp else None
             progress(ProgressReport("round", r + 1, budget.rounds, spent,
-                                    f"measured {_name(codec, candidates[k][0])}"))
+                                    f"measured {_name(codec, *candidates[k])}"))
     fitter.fit(measured, FIT_STEPS_FINAL, anneal=True)
     events = budget.events() if options.dp else []
     details = {"engine": ENGINE, "rounds": budget.rounds,
@@ -322,7 +322,7 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
                "offset_sigma": budget.offset_sigma if options.dp and cells else None,
                "measure_sigma": budget.measure_sigma if options.dp and budget.rounds else None,
                "select_epsilon": budget.select_epsilon if options.dp and budget.rounds else None,
-               "measured": [_name(codec, m.columns) for m in measured if not any(m is s for s in splits)],
+               "measured": [_name(codec, m.columns, m.cells) for m in measured if not any(m is s for s in splits)],
                "fit_steps": FIT_STEPS_PER_ROUND * (budget.rounds + 1) + FIT_STEPS_FINAL,
                "selection": "last step (no data-dependent choice)"}
     return EngineResult(generator.cpu(), list(prior), events, details, codec)
@@ -395,9 +395,12 @@ def category_codes(codec: Codec) -> np.ndarray:
                      if isinstance(col, CategoricalColumn) for k in range(len(col.categories))], dtype=np.int64)
 
 
-def _name(codec: Codec, columns: tuple[int, ...]) -> str:
+def _name(codec: Codec, columns: tuple[int, ...], cells: Cells) -> str:
+    """``a x b x target``, with the resolution when some column's cells are not its codes."""
     target = codec.target.name if codec.target is not None else "(all rows)"
-    return " x ".join(target if j < 0 else codec.columns[j].name for j in columns)
+    name = " x ".join(target if j < 0 else codec.columns[j].name for j in columns)
+    merged = any(j >= 0 and cells.sizes[j] < codec.columns[j].n_codes for j in columns)
+    return f"{name} (numbers in {cells.bins} cells)" if merged else name
 
 
 def _config(codec: Codec, options: TrainOptions, cells: int) -> GeneratorConfig:
