@@ -544,8 +544,11 @@ PEER_NOTES = [
     "budget and no code inferred from the data. Their codes come back through `Codec.decode` with uniform "
     "offsets inside each bin: they model bins, not numbers. The product places numbers inside a bin by its "
     "DP within-bin histograms (`appliance/marginal.py` rule 1b), paid from its own epsilon; that is a "
-    "difference of method, and part of its lower detection AUC and two-way TVD (uniform offsets alone "
-    "put the real training rows at detection 0.74 on rotterdam and 0.72 on flchain).",
+    "difference of method (what uniform offsets alone cost is the reference row: the real training rows "
+    "redrawn uniformly in their bins). Fine columns matter most to the peers: with 16 bins for every "
+    "column (the runs before rule 6, in git history), AIM's detection AUC (default workload) was 0.76 and "
+    "0.75 on rotterdam at eps 3.5 and 10 (0.69 and 0.66 with `nodes` fine) and 0.80, 0.77 and 0.74 on "
+    "flchain at eps 1, 3.5 and 10 (0.76, 0.73 and 0.63 with kappa, lambda and creatinine fine).",
     "- mbi's sampler is fixed (`mbi_fix.apply()` after fitting, before sampling; from the workspace's "
     "`shared/peers/`, copied into `benchmarks/_work/` at run time, not committed: it carries no licence).",
     "- `aim`: snsynth's AIMSynthesizer as shipped (workload: all pairs with <= 10,000 cells, rounds "
