@@ -3,7 +3,9 @@
 Rules:
 1. The schema must be reviewed (not a draft); options are checked before any
    row is read.
-2. Rows are encoded by the schema alone (``release/codec.py``).
+2. Rows are encoded by the schema alone (``release/codec.py``), except that the
+   marginal engine may make some columns fine, a choice it makes from its own
+   DP measurements (``appliance/marginal.py`` rule 6); the model records it.
 3. The private rows are read only by the engine's DP mechanisms, all listed as
    privacy events: the target histogram first (``appliance/engine.py``), then
    the engine's own (``appliance/marginal.py`` or ``appliance/gan.py``).

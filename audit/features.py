@@ -4,9 +4,9 @@ Rules (invariant 2 of DESIGN.md; the adversary knows the public schema):
 1. A frame must hold exactly the schema's modelled columns (features and
    target, in any order); anything else is a caller error (``ValueError``
    naming the frame and the columns).
-2. Rows are encoded by the schema codec (``release/codec.py``, default bins), one row at a
-   time; nothing is fitted to data, so the space is the same for the
-   synthetic rows, the targets and the reference rows.
+2. Rows are encoded by the schema codec (``release/codec.py``, no fine
+   columns), one row at a time; nothing is fitted to data, so the space is
+   the same for the synthetic rows, the targets and the reference rows.
 3. A numeric column becomes its position on the public scale, in [0, 1]:
    ``(code + (offset + 1) / 2) / bins`` for a binned column (after the
    schema's log transform), ``code / (values - 1)`` for a column with one code
