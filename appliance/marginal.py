@@ -353,8 +353,11 @@ def fine_columns(codec: Codec, within: list[np.ndarray], n_noisy: float, sigma: 
 
     A column is fine when its rows sit in few bins, ``exp(entropy) <= FINE_EFFECTIVE_BINS``
     of the noisy bin shares (each bin's noisy count summed over its sub-cells, then clamped
-    at 0), and when the (column, target) cells over those bins, halved, would still hold
-    >= CELL_SIGNAL x sigma rows on average (``sigma``: the workload's noise).
+    at 0), and when the table has the rows for finer cells: (column, target) cells over
+    those bins, halved, would hold >= CELL_SIGNAL x sigma rows on average (``sigma``: the
+    workload's noise, a public scale of the noise every marginal gets; the workload itself
+    stays at the coarse bins). Every binned column fine was worse on rotterdam (age, pgr
+    and er spread over 13-14 of their bins): detection AUC 0.687 vs 0.635 at epsilon 10.
     """
     out = []
     for h, j in zip(within, codec.offset_heads):
