@@ -322,7 +322,8 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
                "offset_sigma": budget.offset_sigma if options.dp and cells else None,
                "measure_sigma": budget.measure_sigma if options.dp and budget.rounds else None,
                "select_epsilon": budget.select_epsilon if options.dp and budget.rounds else None,
-               "measured": [_name(codec, m.columns, m.cells) for m in measured if not any(m is s for s in splits)],
+               "measured": [_name(codec, m.columns, m.cells)  # the fine splits are derived, not measured
+                            for m in workload + measured[len(workload) + len(splits):]],
                "fit_steps": FIT_STEPS_PER_ROUND * (budget.rounds + 1) + FIT_STEPS_FINAL,
                "selection": "last step (no data-dependent choice)"}
     return EngineResult(generator.cpu(), list(prior), events, details, codec)
@@ -371,13 +372,17 @@ def fine_columns(codec: Codec, within: list[np.ndarray], n_noisy: float, sigma: 
     return tuple(out)
 
 
+def _halves(noisy: np.ndarray) -> np.ndarray:
+    """A coarse within-bin histogram's value rows as fine bins: row 2k is bin k's lower half of
+    sub-cells, row 2k + 1 its upper half (FINE_BINS x cells / 2)."""
+    return noisy[:NUMERIC_BINS].reshape(FINE_BINS, noisy.shape[1] // 2)
+
+
 def refined(noisy: np.ndarray) -> np.ndarray:
     """A coarse column's within-bin histogram (codes x cells) as its fine column's: bin k's
     lower half of sub-cells becomes fine bin 2k, its upper half 2k + 1, each sub-cell split in
     two equal ones (the offsets are uniform inside a sub-cell); the missing row stays last."""
-    cells = noisy.shape[1]
-    halves = np.repeat(noisy[:NUMERIC_BINS].reshape(FINE_BINS, cells // 2), 2, axis=1)
-    return np.concatenate([halves, noisy[NUMERIC_BINS:]])
+    return np.concatenate([np.repeat(_halves(noisy), 2, axis=1), noisy[NUMERIC_BINS:]])
 
 
 def fine_split(noisy: np.ndarray, j: int, codec: Codec, sigma: float) -> Marginal:
@@ -385,7 +390,7 @@ def fine_split(noisy: np.ndarray, j: int, codec: Codec, sigma: float) -> Margina
     each fine bin's count is the sum of its half of the sub-cells (noise std sqrt(cells / 2)
     sigma), the missing code's the sum of its row (sqrt(cells) sigma)."""
     cells = noisy.shape[1]
-    counts = np.concatenate([noisy[:NUMERIC_BINS].reshape(FINE_BINS, cells // 2).sum(1), noisy[NUMERIC_BINS:].sum(1)])
+    counts = np.concatenate([_halves(noisy).sum(1), noisy[NUMERIC_BINS:].sum(1)])
     sigmas = np.where(np.arange(len(counts)) < FINE_BINS, math.sqrt(cells / 2), math.sqrt(cells)) * sigma
     return Marginal((j,), Cells(codec, None), counts, sigmas)
 

@@ -40,6 +40,9 @@ NUMERIC_BINS = 16
 FINE_BINS = 2 * NUMERIC_BINS
 MAX_INTEGER_CODES = 32
 CODEC_FORMAT = "hgan-codec/1"
+# What every model records of its codec besides the fine columns; a model with other values is refused.
+FIXED_PARAMETERS = {"format": CODEC_FORMAT, "numeric_bins": NUMERIC_BINS, "fine_bins": FINE_BINS,
+                    "max_integer_codes": MAX_INTEGER_CODES}
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,7 @@ class Codec:
     @property
     def parameters(self) -> dict:
         """What a model records of its codec, besides the schema (``release/model.py``)."""
-        return {"format": CODEC_FORMAT, "numeric_bins": NUMERIC_BINS, "fine_bins": FINE_BINS,
-                "fine_columns": list(self.fine_columns), "max_integer_codes": MAX_INTEGER_CODES}
+        return {**FIXED_PARAMETERS, "fine_columns": list(self.fine_columns)}
 
     @property
     def head_sizes(self) -> list[int]:

@@ -42,7 +42,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from hgan.release.atomic import check_new_directory, write_directory
-from hgan.release.codec import CODEC_FORMAT, FINE_BINS, MAX_INTEGER_CODES, NUMERIC_BINS, Codec
+from hgan.release.codec import FIXED_PARAMETERS, Codec
 from hgan.release.errors import InvalidInput
 from hgan.release.generator import Generator, GeneratorConfig
 from hgan.release.schema import Schema
@@ -152,8 +152,7 @@ def _check_metadata(meta: Any, *, source: str) -> None:
 
 
 def _check_codec(parameters: Any, source: str) -> None:
-    fixed = {"format": CODEC_FORMAT, "numeric_bins": NUMERIC_BINS, "fine_bins": FINE_BINS,
-             "max_integer_codes": MAX_INTEGER_CODES}
+    fixed = FIXED_PARAMETERS
     if (not isinstance(parameters, dict) or set(parameters) != {*fixed, "fine_columns"}
             or any(parameters[k] != v or isinstance(parameters[k], bool) for k, v in fixed.items())
             or not isinstance(parameters["fine_columns"], list)
