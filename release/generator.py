@@ -17,6 +17,14 @@ Rules:
    cells) of probabilities, saved with the weights. ``offset_heads`` names the
    head of each offset column. The table is whatever the engine fitted (for
    the marginal engine, a DP release); it is checked on load (rule 1).
+6. ``context_dim > 0``: each head also reads the codes drawn before it
+   (columns in the codec's order), so the model is autoregressive given
+   (z, y): head j adds ``V_j relu(P h + sum_{i<j} E[c_i])`` to its logits
+   (``E``: a ``context_dim`` embedding of every code, ``P``: a projection of
+   the body's output ``h``, ``V_j``: head j's read-out). ``forward`` then
+   needs the codes (teacher forcing: head j's logits given the row's codes
+   before j); ``draw`` draws the heads in order. ``relaxed`` is for
+   ``context_dim = 0`` only (the GAN engine).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ class GeneratorConfig:
     offsets: str = "learned"
     offset_heads: tuple[int, ...] = ()   # "table": the head of each offset column
     offset_cells: int = 0                # "table": sub-cells per bin
+    context_dim: int = 0                 # > 0: heads read the codes drawn before them (rule 6)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -54,10 +63,10 @@ class GeneratorConfig:
     def from_dict(cls, raw: dict) -> GeneratorConfig:
         """Validate types and ranges; raise ValueError naming the field."""
         expected = {"latent_dim", "hidden", "n_classes", "head_sizes", "n_offsets", "offsets",
-                    "offset_heads", "offset_cells"}
+                    "offset_heads", "offset_cells", "context_dim"}
         if not isinstance(raw, dict) or set(raw) != expected:
             raise ValueError(f"architecture must have exactly the fields {sorted(expected)}")
-        ints = {k: raw[k] for k in ("latent_dim", "n_classes", "n_offsets")}
+        ints = {k: raw[k] for k in ("latent_dim", "n_classes", "n_offsets", "context_dim")}
         for k, v in ints.items():
             if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 100_000:
                 raise ValueError(f"architecture.{k} must be an integer in [0, 100000]")
@@ -73,7 +82,8 @@ class GeneratorConfig:
             raise ValueError(f"architecture.offsets must be one of {', '.join(OFFSET_MODES)}")
         _check_offset_table_fields(raw)
         return cls(raw["latent_dim"], tuple(raw["hidden"]), raw["n_classes"], tuple(raw["head_sizes"]),
-                   raw["n_offsets"], raw["offsets"], tuple(raw["offset_heads"]), raw["offset_cells"])
+                   raw["n_offsets"], raw["offsets"], tuple(raw["offset_heads"]), raw["offset_cells"],
+                   raw["context_dim"])
 
     @property
     def offset_codes(self) -> int:
@@ -115,9 +125,23 @@ class Generator(nn.Module):
         self.body = nn.Sequential(*layers)
         self.logits = nn.Linear(width, sum(config.head_sizes))
         self.offsets = nn.Linear(width, max(config.n_offsets, 1))
+        if config.context_dim:
+            self._init_context(width)
         if config.offsets == "table":
             uniform = torch.full((config.n_offsets, config.offset_codes, config.offset_cells), 1 / config.offset_cells)
             self.register_buffer("offset_table", uniform)
+
+    def _init_context(self, width: int) -> None:
+        """Rule 6's parameters; the read-outs start at zero (the heads start independent given z)."""
+        sizes, r = self.config.head_sizes, self.config.context_dim
+        self.code_embedding = nn.Embedding(sum(sizes), r)
+        self.context_from_latent = nn.Linear(width, r)
+        self.context_logits = nn.Parameter(torch.zeros(len(sizes), r, max(sizes)))
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        valid = np.concatenate([j * max(sizes) + np.arange(size) for j, size in enumerate(sizes)])
+        self.register_buffer("head_starts", torch.as_tensor(starts, dtype=torch.int64), persistent=False)
+        self.register_buffer("valid_logits", torch.as_tensor(valid, dtype=torch.int64), persistent=False)
+        self.register_buffer("earlier", torch.ones(len(sizes), len(sizes)).tril(-1), persistent=False)
 
     def check_offset_table(self) -> None:
         """Raise ValueError unless every row of ``offset_table`` is a probability vector."""
@@ -127,13 +151,36 @@ class Generator(nn.Module):
         if (table < 0).any() or not torch.allclose(table.sum(-1), torch.ones_like(table[..., 0]), atol=1e-4):
             raise ValueError("offset_table rows must be non-negative and sum to 1")
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits (B, sum heads), offsets (B, n_offsets) in [-1, 1])."""
-        h = self.body(torch.cat([z, F.one_hot(y, self.config.n_classes).to(z.dtype)], dim=1))
-        return self.logits(h), torch.tanh(self.offsets(h))[:, : self.config.n_offsets]
+    def forward(self, z: torch.Tensor, y: torch.Tensor,
+                codes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits (B, sum heads), offsets (B, n_offsets) in [-1, 1]). With ``context_dim > 0``,
+        ``codes`` (B, columns) are required: each head's logits given the codes before it."""
+        h = self._body(z, y)
+        logits = self.logits(h)
+        if self.config.context_dim:
+            if codes is None:
+                raise ValueError("this generator's heads read the codes before them (context_dim > 0): "
+                                 "pass codes, or use draw")
+            logits = logits + self._context_logits(h, codes)
+        return logits, torch.tanh(self.offsets(h))[:, : self.config.n_offsets]
+
+    def _body(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.body(torch.cat([z, F.one_hot(y, self.config.n_classes).to(z.dtype)], dim=1))
+
+    def _context_logits(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Rule 6's term of every head, given the codes (teacher forcing). Laid out columns
+        first (columns x B x r): the sum over earlier columns is one product with a strictly
+        lower-triangular matrix (torch's cumsum is slower on CPU), the read-outs one bmm."""
+        embedded = self.code_embedding(codes.T + self.head_starts[:, None])  # columns x B x r
+        before = (self.earlier @ embedded.flatten(1)).view_as(embedded)      # sum over i < j
+        context = F.relu(before + self.context_from_latent(h)[None])
+        padded = torch.bmm(context, self.context_logits)                     # columns x B x max head
+        return padded.transpose(0, 1).reshape(len(h), -1)[:, self.valid_logits]
 
     def relaxed(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Differentiable rows shaped like the codec's vectors (Gumbel-softmax heads)."""
+        if self.config.context_dim:
+            raise ValueError("relaxed rows are for generators with context_dim = 0")
         logits, offsets = self(z, y)
         heads = [F.gumbel_softmax(part, tau=GUMBEL_TAU)
                  for part in logits.split(list(self.config.head_sizes), dim=1)]
@@ -141,15 +188,31 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def draw(self, z: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Discrete codes (B, columns) drawn from each head's softmax, and offsets."""
-        logits, offsets = self(z, y)
-        codes = [torch.multinomial(torch.softmax(part, dim=1), 1, generator=generator)
-                 for part in logits.split(list(self.config.head_sizes), dim=1)]
+        """Discrete codes (B, columns) drawn from each head's softmax, in the columns' order
+        (rule 6), and offsets."""
+        h = self._body(z, y)
+        logits, offsets = self.logits(h), torch.tanh(self.offsets(h))[:, : self.config.n_offsets]
+        codes = self._draw_codes(h, logits, generator)
         if self.config.offsets == "uniform":
             offsets = torch.rand(offsets.shape, generator=generator, device=offsets.device) * 2 - 1
         elif self.config.offsets == "table":
             offsets = self._table_offsets(torch.cat(codes, dim=1), generator)
         return torch.cat(codes, dim=1), offsets
+
+    def _draw_codes(self, h: torch.Tensor, logits: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+        """One code per head, in the columns' order: the Gumbel-max draw from its softmax
+        (argmax of logits plus Gumbel noise, the same law as a multinomial draw)."""
+        sizes = list(self.config.head_sizes)
+        uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+        noisy = logits - torch.log(-torch.log(uniform.clamp(1e-12, 1 - 1e-7)))
+        if not self.config.context_dim:
+            return [part.argmax(1, keepdim=True) for part in noisy.split(sizes, dim=1)]
+        latent, before, codes = self.context_from_latent(h), 0.0, []
+        for j, part in enumerate(noisy.split(sizes, dim=1)):
+            part = part + F.relu(before + latent) @ self.context_logits[j, :, : sizes[j]]
+            codes.append(part.argmax(1, keepdim=True))
+            before = before + self.code_embedding(codes[-1][:, 0] + self.head_starts[j])
+        return codes
 
     def _table_offsets(self, codes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Offsets in [-1, 1]: a sub-cell drawn from the code's row of ``offset_table``, then

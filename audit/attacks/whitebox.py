@@ -316,6 +316,7 @@ class _Loss:
         self.n_heads = len(sizes)
         self.sum_heads = torch.as_tensor(np.eye(len(sizes), dtype=np.float32)[head_of], device=device)
         rep = lambda a: torch.as_tensor(np.tile(a, (restarts,) + (1,) * (a.ndim - 1)), device=device)  # noqa: E731
+        self.codes = rep(encoded.codes)
         self.code_index = rep(encoded.codes + starts[None, :])
         self.classes = rep(encoded.classes)
         self.use_offsets = generator.config.offsets == "learned" and generator.config.n_offsets > 0
@@ -325,7 +326,7 @@ class _Loss:
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         """(targets x restarts,) losses at the latents ``z``."""
-        logits, offsets = self.generator(z, self.classes)
+        logits, offsets = self.generator(z, self.classes, self.codes)  # each head given the row's codes before it
         with torch.no_grad():  # each head's largest logit: log-sum-exp is exact for any constant shift
             peak = torch.full((len(z), self.n_heads), -math.inf, device=z.device).scatter_reduce(
                 1, self.head_of.expand(len(z), -1), logits, "amax")

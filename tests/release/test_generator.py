@@ -1,0 +1,74 @@
+"""The generator's heads that read the codes drawn before them (release/generator.py rule 6)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hgan.release.generator import Generator, GeneratorConfig
+
+SIZES = (3, 2, 4)
+
+
+def context_generator(seed: int = 0) -> Generator:
+    """A small autoregressive generator whose read-outs are not zero (they start at zero)."""
+    torch.manual_seed(seed)
+    generator = Generator(GeneratorConfig(4, (8,), 2, SIZES, 0, "uniform", context_dim=5))
+    with torch.no_grad():
+        generator.context_logits.normal_(0, 1.5)
+        generator.code_embedding.weight.normal_(0, 1.5)
+    return generator.eval()
+
+
+def _log_probs(generator: Generator, z: torch.Tensor, y: torch.Tensor, codes: torch.Tensor) -> list[torch.Tensor]:
+    logits, _ = generator(z, y, codes)
+    return [torch.log_softmax(part, dim=1) for part in logits.split(list(SIZES), dim=1)]
+
+
+def test_a_head_reads_only_the_codes_before_it():
+    generator = context_generator()
+    z, y = torch.randn(6, 4), torch.tensor([0, 1, 0, 1, 0, 1])
+    codes = torch.tensor([[0, 1, 2]] * 6)
+    before = _log_probs(generator, z, y, codes)
+    for column in range(len(SIZES)):
+        changed = codes.clone()
+        changed[:, column] = (changed[:, column] + 1) % SIZES[column]
+        after = _log_probs(generator, z, y, changed)
+        for head in range(len(SIZES)):
+            same = torch.allclose(before[head], after[head])
+            assert same == (head <= column), (column, head)
+
+
+def test_draws_follow_the_chain_of_the_teacher_forced_heads():
+    """The frequency of each code triple drawn at one latent is the product of the heads'
+    probabilities given the codes before them (within sampling error)."""
+    generator = context_generator(seed=1)
+    n = 40_000
+    z, y = torch.randn(1, 4).expand(n, -1), torch.ones(n, dtype=torch.int64)
+    codes, _ = generator.draw(z, y, torch.Generator().manual_seed(0))
+    seen = np.bincount(np.ravel_multi_index(codes.numpy().T, SIZES), minlength=int(np.prod(SIZES))) / n
+    every = torch.as_tensor(np.array(np.unravel_index(np.arange(int(np.prod(SIZES))), SIZES)).T)
+    log_probs = _log_probs(generator, z[: len(every)], y[: len(every)], every)
+    chain = torch.stack([lp.gather(1, every[:, [j]])[:, 0] for j, lp in enumerate(log_probs)]).sum(0).exp()
+    assert chain.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert np.abs(seen - chain.detach().numpy()).max() < 4 * np.sqrt(0.25 / n)
+    assert chain.max() > 3 * chain.min()  # the heads are far from uniform: the check has teeth
+
+
+def test_forward_without_codes_is_refused_and_relaxed_rows_are_for_independent_heads():
+    generator = context_generator()
+    z, y = torch.randn(2, 4), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="pass codes"):
+        generator(z, y)
+    with pytest.raises(ValueError, match="context_dim = 0"):
+        generator.relaxed(z, y)
+
+
+def test_the_read_outs_start_at_zero_so_a_new_generator_has_independent_heads():
+    torch.manual_seed(0)
+    generator = Generator(GeneratorConfig(4, (8,), 2, SIZES, 0, "uniform", context_dim=5))
+    z, y = torch.randn(3, 4), torch.tensor([0, 1, 1])
+    a = _log_probs(generator, z, y, torch.tensor([[0, 0, 0]] * 3))
+    b = _log_probs(generator, z, y, torch.tensor([[2, 1, 3]] * 3))
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
