@@ -21,7 +21,9 @@ Rules (invariant 2 of DESIGN.md):
 3. Decoding inverts encoding up to the offset's precision, returns the
    schema's dtypes (integers as integers, categories from the list, missing
    values where modelled, numbers rounded to the schema's ``decimals``) and
-   never leaves the public bounds.
+   never leaves the public bounds. A rounded number stays in its code's bin
+   (where the bin holds a number of that precision): decoded rows encode
+   back to the codes that were drawn.
 4. The target column is not part of the feature encoding: it is the class
    label ``y`` (its index in the schema's category list), the condition of a
    conditional generator.
@@ -186,6 +188,28 @@ def _from_unit(col: NumericColumn, u: np.ndarray) -> np.ndarray:
     return col.lower + u * (col.upper - col.lower)
 
 
+def _bin_of(col: NumericColumn, cc: ColumnCode, x: np.ndarray) -> np.ndarray:
+    return np.minimum(np.floor(_unit(col, x) * cc.value_codes), cc.value_codes - 1).astype(np.int64)
+
+
+def _rounded_in_bin(col: NumericColumn, cc: ColumnCode, codes: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to the column's precision (integers, or ``decimals``), each value kept in
+    its code's bin: where rounding crossed a bin edge, one step back towards the bin. Without
+    this, a narrow bin (the low bins of a log scale) leaked its draws into its neighbours
+    (rotterdam's pgr: 0.07 of total variation). A bin that holds no value of that precision
+    keeps the nearest one."""
+    if not col.integer and col.decimals is None:
+        return x
+    decimals = 0 if col.integer else col.decimals
+    step = 10.0 ** -decimals
+    x = np.clip(np.round(x, decimals), col.lower, col.upper)
+    for direction in (-1.0, 1.0):  # bin too high: a step down; too low: a step up
+        moved = np.clip(np.round(x + direction * step, decimals), col.lower, col.upper)
+        wrong = np.sign(_bin_of(col, cc, x) - codes) == -direction
+        x = np.where(wrong & (_bin_of(col, cc, moved) == codes), moved, x)
+    return x
+
+
 def _encode_column(col, cc: ColumnCode, series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(col, CategoricalColumn):
         codes = pd.Categorical(series, categories=list(col.categories)).codes.astype(np.int64)
@@ -199,9 +223,8 @@ def _encode_column(col, cc: ColumnCode, series: pd.Series) -> tuple[np.ndarray, 
             codes = np.rint(x - col.lower).astype(np.int64)
             offsets = np.zeros(len(codes), dtype=np.float32)
         else:
-            scaled = _unit(col, x) * cc.value_codes
-            codes = np.minimum(np.floor(scaled), cc.value_codes - 1).astype(np.int64)
-            offsets = ((scaled - codes) * 2.0 - 1.0).astype(np.float32)
+            codes = _bin_of(col, cc, x)
+            offsets = ((_unit(col, x) * cc.value_codes - codes) * 2.0 - 1.0).astype(np.float32)
     if missing.any():
         if not cc.nullable:
             raise ValueError(f"column {col.name!r} has missing values but is not nullable")
@@ -218,7 +241,7 @@ def _decode_column(col, cc: ColumnCode, codes: np.ndarray, offsets: np.ndarray |
         x = (col.lower + codes).astype(np.float64)
     else:
         u = (codes + (np.clip(offsets, -1.0, 1.0) + 1.0) / 2.0) / cc.value_codes
-        x = np.clip(_from_unit(col, u), col.lower, col.upper)
+        x = _rounded_in_bin(col, cc, codes, np.clip(_from_unit(col, u), col.lower, col.upper))
     if col.decimals is not None:
         x = np.clip(np.round(x, col.decimals), col.lower, col.upper)
     if col.integer:
