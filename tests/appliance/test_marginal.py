@@ -239,6 +239,24 @@ def test_moments_of_heads_that_read_earlier_codes_are_unbiased():
         M.Moments([((3, 1), cells)], torch.device("cpu"))
 
 
+def test_a_sub_marginal_sums_out_the_last_feature_and_its_noise_variance():
+    codec = Codec(mixed_schema())
+    cells = M.Cells(codec, 4)
+    codes, y = codec.encode_codes(mixed_frame(300, seed=1))[0], codec.encode_target(mixed_frame(300, seed=1))
+    for columns, sub in [((1, 4, -1), (1, -1)), ((0, 5), (0,))]:
+        exact = cells.histogram(codes, y, columns)
+        sigma = np.arange(exact.size) % 3 + 1.0
+        derived = M.sub_marginal(M.Marginal(columns, cells, exact, sigma))
+        assert derived.columns == sub
+        np.testing.assert_allclose(derived.noisy, cells.histogram(codes, y, sub))
+        summed = cells.sizes[columns[1]]
+        assert derived.sigma.shape == derived.noisy.shape and (derived.sigma >= np.sqrt(summed)).all()
+    one = M.Marginal((2, -1), cells, cells.histogram(codes, y, (2, -1)), 1.0)
+    assert M.sub_marginal(one) is None
+    np.testing.assert_allclose(M.sub_marginal(M.Marginal((0, 5), cells, exact, 2.0)).sigma,
+                               2.0 * np.sqrt(cells.sizes[5]))
+
+
 def test_a_single_feature_spends_everything_on_the_workload():
     budget = M.Budget(rho=0.1, rounds=M.rounds_rule(1, 3.5), n_features=1)
     assert budget.rounds == 0

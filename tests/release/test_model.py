@@ -19,10 +19,15 @@ PRIVACY = {"private": True, "epsilon": 1.0, "delta": 1e-6, "accountant": "rdp",
            "events": [{"kind": "gaussian"}], "seeded": True}
 
 
-def make_generator(schema=None, fine_columns=()) -> Generator:
+def make_generator(schema=None, fine_columns=(), context_dim=0) -> Generator:
     codec = Codec(schema or mixed_schema(), fine_columns=fine_columns)
     torch.manual_seed(0)
-    return Generator(GeneratorConfig(8, (16,), codec.n_classes, tuple(codec.head_sizes), codec.n_offsets))
+    generator = Generator(GeneratorConfig(8, (16,), codec.n_classes, tuple(codec.head_sizes), codec.n_offsets,
+                                          context_dim=context_dim))
+    if context_dim:
+        with torch.no_grad():
+            generator.context_logits.normal_()  # they start at zero: make the round trip tell
+    return generator
 
 
 def write(path: Path, **overrides) -> Path:
@@ -48,6 +53,16 @@ def test_write_then_load_gives_the_same_weights(tmp_path):
         assert torch.equal(tensor, expected[name])
     assert model.class_prior == (0.6, 0.4)
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [METADATA, WEIGHTS]
+
+
+def test_a_generator_whose_heads_read_earlier_codes_round_trips(tmp_path):
+    write(tmp_path / "m", generator=make_generator(context_dim=6))
+    model = load_model(tmp_path / "m")
+    assert model.generator.config.context_dim == 6
+    expected = make_generator(context_dim=6).state_dict()
+    assert set(model.generator.state_dict()) == set(expected) >= {"context_logits", "code_embedding.weight"}
+    for name, tensor in model.generator.state_dict().items():
+        assert torch.equal(tensor, expected[name])
 
 
 def test_existing_output_is_never_overwritten(tmp_path):
@@ -115,6 +130,10 @@ def _edit_metadata(path: Path, edit) -> None:
     lambda m: m["codec"].update(fine_columns="marker"),
     lambda m: m["codec"].update(max_integer_codes=64),
     lambda m: m["codec"].pop("fine_columns"),
+    lambda m: m["architecture"].update(context_dim=-1),
+    lambda m: m["architecture"].update(context_dim=True),
+    lambda m: m["architecture"].update(context_dim=4),   # its weights are not in the file
+    lambda m: m["architecture"].pop("context_dim"),
 ])
 def test_rules2_to_4_bad_metadata_is_refused(tmp_path, edit):
     write(tmp_path / "m")
