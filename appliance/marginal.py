@@ -97,6 +97,7 @@ FIT_BATCH = 512
 HIDDEN = (128, 128)
 CONTEXT_DIM = 64     # each head reads the codes drawn before it (release/generator.py rule 6; rule 7 here)
 FIT_STEPS_PER_ROUND = 60
+FIT_STEPS_ROUNDS = 3000  # the rounds' fits share at most this many steps (a wide table has many rounds)
 FIT_STEPS_FINAL = 1500
 FIT_LR = 2e-3
 FIT_LR_FLOOR = 1e-5    # the final fit's learning rate at its last step (cosine decay)
@@ -247,15 +248,13 @@ class Cells:
             index = index * size + (y if j < 0 else self.maps[j][codes[:, j]])
         return np.bincount(index, minlength=int(np.prod(sizes))).astype(np.float64)
 
-    def merge(self) -> np.ndarray | None:
-        """The 0/1 matrix from every column's codes to its cells (None: the identity)."""
+    def cell_of_code(self) -> np.ndarray | None:
+        """The cell of every code, both numbered across all columns (codes as the heads lay
+        them out, cells as ``sizes``); None: the identity."""
         if all(len(m) == size for m, size in zip(self.maps, self.sizes)):
             return None
-        block = np.zeros((sum(len(m) for m in self.maps), sum(self.sizes)), dtype=np.float32)
-        rows, cols = np.cumsum([0] + [len(m) for m in self.maps]), np.cumsum([0] + self.sizes)
-        for j, mapping in enumerate(self.maps):
-            block[rows[j] + np.arange(len(mapping)), cols[j] + mapping] = 1.0
-        return block
+        starts = np.cumsum([0] + self.sizes)[:-1]
+        return np.concatenate([start + mapping for start, mapping in zip(starts, self.maps)])
 
 
 def _coarse_map(n_codes: int, nullable: bool, bins: int) -> np.ndarray:
@@ -325,7 +324,8 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
         generator.offset_table.copy_(torch.as_tensor(table, dtype=torch.float32))
     generator = generator.to(device)
     fitter = Fitter(generator, prior, n_noisy, seed, floored=category_codes(codec))
-    fitter.fit(measured, FIT_STEPS_PER_ROUND)
+    round_steps = steps_per_round(budget.rounds)
+    fitter.fit(measured, round_steps)
     candidates = candidate_marginals(d, codec, pair_cells)
     exact = [cells.histogram(codes, y, c) for c, cells in candidates]
     for r in range(budget.rounds):
@@ -333,7 +333,7 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
         k = select(scores, budget.select_epsilon, rng)
         noisy = exact[k] + rng.normal(0, budget.measure_sigma, exact[k].shape)
         measured.append(Marginal(*candidates[k], noisy, budget.measure_sigma))
-        fitter.fit(measured, FIT_STEPS_PER_ROUND)
+        fitter.fit(measured, round_steps)
         if progress:
             spent = epsilon(start.events + budget.events(r + 1), start.delta) if options.dp else None
             progress(ProgressReport("round", r + 1, budget.rounds, spent,
@@ -349,9 +349,15 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
                "select_epsilon": budget.select_epsilon if options.dp and budget.rounds else None,
                "measured": [_name(codec, m.columns, m.cells)  # the fine splits are derived, not measured
                             for m in workload + measured[len(workload) + len(splits):]],
-               "fit_steps": FIT_STEPS_PER_ROUND * (budget.rounds + 1) + FIT_STEPS_FINAL,
+               "fit_steps": round_steps * (budget.rounds + 1) + FIT_STEPS_FINAL,
                "selection": "last step (no data-dependent choice)"}
     return EngineResult(generator.cpu(), list(prior), events, details, codec)
+
+
+def steps_per_round(rounds: int) -> int:
+    """Adam steps after each measurement: ``FIT_STEPS_PER_ROUND``, fewer when the rounds would
+    take more than ``FIT_STEPS_ROUNDS`` in all (the final fit is the same length for every table)."""
+    return max(1, min(FIT_STEPS_PER_ROUND, FIT_STEPS_ROUNDS // max(rounds, 1)))
 
 
 def measure_within_bins_and_refine(frame: pd.DataFrame, codec: Codec, budget: Budget, n_noisy: float,
@@ -521,7 +527,7 @@ class Moments:
     """The expected marginals of a batch, for a fixed list of (columns, cells) marginals.
 
     With ``P`` the heads' code probabilities (batch x codes of every column)
-    and ``Q = P M`` their cells (``M``: ``Cells.merge``), the expected share
+    and ``Q`` their cells (``P`` summed by ``Cells.cell_of_code``), the expected share
     of the cell (a = i, b = j, target = c), a < b, is the batch mean of
     ``Q[a, i] Q[b, j] [y = c]`` when heads are independent given (z, y). When
     each head reads the codes before it (rule 7), ``Q[a, i]`` is replaced by
@@ -536,8 +542,8 @@ class Moments:
 
     def __init__(self, marginals: list[tuple[tuple[int, ...], Cells]], device: torch.device) -> None:
         resolutions = {cells.key: cells for _, cells in marginals}
-        self.merges = {key: None if (m := cells.merge()) is None else torch.as_tensor(m, device=device)
-                       for key, cells in resolutions.items()}
+        self.merges = {key: None if (m := cells.cell_of_code()) is None else
+                       (torch.as_tensor(m, device=device), sum(cells.sizes)) for key, cells in resolutions.items()}
         groups: dict[tuple[tuple, tuple[int, ...], bool], list[int]] = {}
         for k, (columns, cells) in enumerate(marginals):
             features = tuple(j for j in columns if j >= 0)
@@ -565,9 +571,8 @@ class Moments:
         are ``probs[class_rows[c]]``. ``drawn``: the one-hot codes the batch drew, for a
         generator whose heads read the codes before them; then every feature of a marginal but
         its last is the drawn code (the last head's probabilities are given those codes)."""
-        spaces = {key: probs if merge is None else probs @ merge for key, merge in self.merges.items()}
-        hard = spaces if drawn is None else \
-            {key: drawn if merge is None else drawn @ merge for key, merge in self.merges.items()}
+        spaces = {key: _in_cells(probs, merge) for key, merge in self.merges.items()}
+        hard = spaces if drawn is None else {key: _in_cells(drawn, merge) for key, merge in self.merges.items()}
         parts = []
         for resolution, cells, with_target in self.groups:
             factors = [hard[resolution][:, c] for c in cells[:-1]] + [spaces[resolution][:, cells[-1]]]
@@ -579,6 +584,14 @@ class Moments:
     def split(self, vector: np.ndarray) -> list[np.ndarray]:
         """``compute``'s vector as one array per marginal."""
         return np.split(vector, np.cumsum(self.widths)[:-1]) if self.widths else []
+
+
+def _in_cells(codes: torch.Tensor, merge: tuple[torch.Tensor, int] | None) -> torch.Tensor:
+    """Per-code shares (batch x codes) summed into their cells (``Cells.cell_of_code``)."""
+    if merge is None:
+        return codes
+    cell_of, n_cells = merge
+    return codes.new_zeros((len(codes), n_cells)).index_add(1, cell_of, codes)
 
 
 def _product(factors: list[torch.Tensor]) -> torch.Tensor:
@@ -657,7 +670,7 @@ class Fitter:
                                     torch.as_tensor(counts, device=self.device))
         z = torch.randn(size, self.generator.config.latent_dim, generator=self.rng, device=self.device)
         sizes = list(self.generator.config.head_sizes)
-        codes = self.generator.draw(z, y, self.rng)[0] if self.generator.config.context_dim else None
+        codes = self.generator.draw_codes(z, y, self.rng) if self.generator.config.context_dim else None
         logits, _ = self.generator(z, y, codes)
         probs = torch.cat([F.softmax(p, dim=1) for p in logits.split(sizes, dim=1)], dim=1)
         drawn = None if codes is None else \

@@ -191,13 +191,19 @@ class Generator(nn.Module):
         """Discrete codes (B, columns) drawn from each head's softmax, in the columns' order
         (rule 6), and offsets."""
         h = self._body(z, y)
-        logits, offsets = self.logits(h), torch.tanh(self.offsets(h))[:, : self.config.n_offsets]
-        codes = self._draw_codes(h, logits, generator)
+        offsets = torch.tanh(self.offsets(h))[:, : self.config.n_offsets]
+        codes = self._draw_codes(h, self.logits(h), generator)
         if self.config.offsets == "uniform":
             offsets = torch.rand(offsets.shape, generator=generator, device=offsets.device) * 2 - 1
         elif self.config.offsets == "table":
             offsets = self._table_offsets(torch.cat(codes, dim=1), generator)
         return torch.cat(codes, dim=1), offsets
+
+    @torch.no_grad()
+    def draw_codes(self, z: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``draw``'s codes alone (B, columns)."""
+        h = self._body(z, y)
+        return torch.cat(self._draw_codes(h, self.logits(h), generator), dim=1)
 
     def _draw_codes(self, h: torch.Tensor, logits: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
         """One code per head, in the columns' order: the Gumbel-max draw from its softmax

@@ -257,6 +257,12 @@ def test_a_sub_marginal_sums_out_the_last_feature_and_its_noise_variance():
                                2.0 * np.sqrt(cells.sizes[5]))
 
 
+def test_a_table_with_many_rounds_takes_fewer_steps_per_round():
+    assert M.steps_per_round(20) == M.steps_per_round(0) == M.FIT_STEPS_PER_ROUND  # the shipped tables: <= 48 rounds
+    assert M.steps_per_round(92) == M.FIT_STEPS_ROUNDS // 92 < M.FIT_STEPS_PER_ROUND
+    assert M.steps_per_round(10 * M.FIT_STEPS_ROUNDS) == 1
+
+
 def test_a_single_feature_spends_everything_on_the_workload():
     budget = M.Budget(rho=0.1, rounds=M.rounds_rule(1, 3.5), n_features=1)
     assert budget.rounds == 0
