@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -56,12 +57,19 @@ def make_table(rows: int, seed: int = 3) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def timed(args: list[str], **kwargs) -> float:
-    """Seconds of one `hgan` subprocess (stdout discarded unless given)."""
+SECONDS: dict[str, float] = {}      # per step: wall seconds
+CPU_SECONDS: dict[str, float] = {}  # per step: the subprocess's user + system CPU (robust to a busy machine)
+
+
+def timed(step: str, args: list[str], **kwargs) -> None:
+    """Run one `hgan` subprocess (stdout discarded unless given); record its seconds as ``step``."""
     kwargs.setdefault("stdout", subprocess.DEVNULL)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run([HGAN, *args], check=True, **kwargs)
-    return round(time.perf_counter() - started, 1)
+    SECONDS[step] = round(time.perf_counter() - started, 1)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU_SECONDS[step] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
 
 
 def main() -> None:
@@ -74,10 +82,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=args.keep is None)
     table = make_table(args.rows)
     table.to_csv(work / "wide.csv", index=False)
-    seconds: dict[str, float] = {}
     with open(work / "schema.toml", "w") as out:
-        seconds["schema draft"] = timed(["schema", "draft", str(work / "wide.csv"), "--target", "outcome",
-                                         "--id", "patient_id"], stdout=out, stderr=subprocess.DEVNULL)
+        timed("schema draft", ["schema", "draft", str(work / "wide.csv"), "--target", "outcome", "--id", "patient_id"],
+              stdout=out, stderr=subprocess.DEVNULL)
     text = (work / "schema.toml").read_text().replace("draft = true\n", "")
     (work / "schema.toml").write_text(text)
     rows = pd.read_csv(work / "wide.csv", dtype=str, keep_default_na=False).sample(frac=1, random_state=0)
@@ -85,15 +92,16 @@ def main() -> None:
     rows.iloc[:cut].to_csv(work / "train.csv", index=False)
     rows.iloc[cut:].to_csv(work / "holdout.csv", index=False)
     schema = str(work / "schema.toml")
-    seconds["train"] = timed(["train", str(work / "train.csv"), "--schema", schema, "--epsilon", str(args.epsilon),
-                              "--out", str(work / "model"), "--json"])
-    seconds["sample 1000 (outcome=yes)"] = timed(["sample", str(work / "model"), "-n", "1000", "--out",
-                                                  str(work / "synthetic.csv"), "--where", "outcome=yes"])
-    seconds["audit"] = timed(["audit", str(work / "model"), "--train", str(work / "train.csv"), "--holdout",
-                              str(work / "holdout.csv"), "--schema", schema, "--out", str(work / "report"),
-                              "--seed", "0", "--json"])
+    timed("train", ["train", str(work / "train.csv"), "--schema", schema, "--epsilon", str(args.epsilon),
+                    "--out", str(work / "model"), "--json"])
+    timed("sample 1000 (outcome=yes)", ["sample", str(work / "model"), "-n", "1000", "--out",
+                                        str(work / "synthetic.csv"), "--where", "outcome=yes"])
+    timed("audit", ["audit", str(work / "model"), "--train", str(work / "train.csv"), "--holdout",
+                    str(work / "holdout.csv"), "--schema", schema, "--out", str(work / "report"),
+                    "--seed", "0", "--json"])
     report = json.loads((work / "report" / "report.json").read_text())
-    print(json.dumps({"rows": args.rows, "columns": table.shape[1], "epsilon": args.epsilon, "seconds": seconds,
+    print(json.dumps({"rows": args.rows, "columns": table.shape[1], "epsilon": args.epsilon, "seconds": SECONDS,
+                      "cpu_seconds": CPU_SECONDS,
                       "dp_consistency": report["dp_consistency"]["status"], "work": str(work)}, indent=2))
 
 

@@ -22,13 +22,15 @@ Rules:
 2. Reconstruction loss of a row ``x`` (codes ``c_j``, offsets ``o_k``, class
    ``y``) at a latent ``z``::
 
-       L(z; x) = sum_j -log softmax_j(G(z, y))[c_j]
+       L(z; x) = sum_j -log softmax_j(G(z, y, c_<j))[c_j]
                + sum_k (offset_k(G(z, y)) - o_k)^2      (config.offsets "learned" only;
                                                          not where the value is missing)
                + PRIOR_WEIGHT * ||z||^2 / 2
 
    The first two terms are the negative log-likelihood of the row under the
-   generator's output (heads' softmax; offsets as a unit-variance Gaussian up
+   generator's output (heads' softmax, each given the row's codes before it
+   when the heads read them, ``release/generator.py`` rule 6: the exact
+   likelihood of the codes at ``z``; offsets as a unit-variance Gaussian up
    to a factor 2 and a constant); the last is the negative log-density of the
    N(0, I) latent. A generator with ``offsets = "uniform"`` or ``"table"``
    draws offsets without the latent (``release/generator.py`` rules 4-5), so
