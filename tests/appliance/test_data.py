@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -351,7 +350,8 @@ def test_rotterdam_against_the_flchain_schema() -> None:
 
 # -- speed -------------------------------------------------------------------------------------
 
-def test_10000_by_60_validates_quickly() -> None:
+def test_10000_by_60_validates_every_cell() -> None:
+    """A table of the largest expected shape (the speed of this is a benchmark's, not a test's)."""
     rng = np.random.default_rng(0)
     cols, cells = [], {}
     for i in range(60):
@@ -362,10 +362,10 @@ def test_10000_by_60_validates_quickly() -> None:
             cols.append(CategoricalColumn(f"c{i}", ("a", "b", "c")))
             cells[f"c{i}"] = rng.choice(["a", "b", "c"], 10_000)
     frame, schema = pd.DataFrame(cells).astype(str), Schema(columns=tuple(cols))
-    start = time.perf_counter()
     out = validate_frame(frame, schema, source="mem")
-    assert time.perf_counter() - start < 1.0
     assert out.shape == (10_000, 60)
+    np.testing.assert_array_equal(out["n1"].to_numpy(dtype=float), frame["n1"].astype(float).to_numpy())
+    assert list(out["c0"].cat.categories) == ["a", "b", "c"] and (out["c0"].astype(str) == frame["c0"]).all()
 
 
 # -- property: bad cells give InvalidInput and never leak -------------------------------------
