@@ -533,8 +533,8 @@ class Moments:
     each head reads the codes before it (rule 7), ``Q[a, i]`` is replaced by
     the drawn code's cell ``D[a, i]`` and ``Q[b, j]`` is b's probability given
     the drawn codes: ``E[D[a, i] Q[b, j]] = P(a = i, b = j)``, and the gradient
-    reaches b's head (a's is fitted by its own marginals and those where it
-    is the later column). A marginal's features are in increasing order. Marginals of
+    reaches b's head (a's is fitted by its own marginals, those where it is
+    the later column, and the sub-marginals of rule 7). A marginal's features are in increasing order. Marginals of
     one shape at one resolution are computed together, as one batched product
     per class. ``compute`` returns each marginal's cells in the order
     ``Cells.histogram`` counts them, the marginals one after another.
