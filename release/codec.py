@@ -242,9 +242,7 @@ def _decode_column(col, cc: ColumnCode, codes: np.ndarray, offsets: np.ndarray |
     else:
         u = (codes + (np.clip(offsets, -1.0, 1.0) + 1.0) / 2.0) / cc.value_codes
         x = _rounded_in_bin(col, cc, codes, np.clip(_from_unit(col, u), col.lower, col.upper))
-    if col.decimals is not None:
-        x = np.clip(np.round(x, col.decimals), col.lower, col.upper)
-    if col.integer:
+    if col.integer:  # one code per integer: the missing code's placeholder back inside the bounds
         x = np.clip(np.rint(x), col.lower, col.upper)
         values = pd.array(np.where(missing, 0, x).astype(np.int64), dtype="Int64")
         values[missing] = pd.NA
