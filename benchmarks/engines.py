@@ -23,6 +23,17 @@ rows are scored against the real ones by ``audit/utility.py``:
 - fit time: wall and CPU seconds of the fit alone (not the sampling, not the scoring;
   for the peers, not the start of their interpreter either).
 
+Two more samples of the same fit are scored apart (the record's ``iid`` and ``large``),
+as the sampler matters to these figures:
+
+- ``iid`` (the peers): as many rows drawn independently from the same fitted model
+  (mbi's ``method="sample"``). mbi's default sampler rounds each conditional's counts, a
+  stratified draw whose marginals sit closer to the model's than independent rows can;
+  every other method here draws rows independently;
+- ``large``: ``LARGE_FACTOR`` times as many rows, by each method's own sampler (no
+  detection figure: the classes would be unbalanced). A released generator can be
+  sampled without limit, so this shows the model with less of the sampling noise.
+
 Methods:
 
 ``ours``   ``train(..., TrainOptions(engine="marginal", epsilon=e, delta=1e-6, seed=seed))``,
@@ -110,6 +121,7 @@ PEERS = ("mst", "aim", "aim_outcome")
 DELTA = 1e-6
 HOLDOUT = 0.2
 THREADS = 1
+LARGE_FACTOR = 8  # the "large" sample: this many times the training rows
 PEER_TIMEOUT = 1200  # seconds per peer fit + sample; AIM takes minutes
 PEERS_VENV = HERE / "_work" / "peers"
 MBI_FIX_DIR = HERE / "_work" / "mbi_fix"
@@ -140,6 +152,7 @@ def uniform_offsets(codec: Codec, n: int, rng: np.random.Generator) -> np.ndarra
 # --- methods: each returns (synthetic rows, fit wall s, fit CPU s, details) -----------
 
 Fit = tuple[pd.DataFrame, float, float, dict]
+SAMPLES = "samples"  # in a Fit's details: extra samples of the same fit, scored apart ({"iid": rows, "large": rows})
 
 
 def product_engine(engine: str) -> Callable[..., Fit]:
@@ -151,9 +164,10 @@ def product_engine(engine: str) -> Callable[..., Fit]:
             wall, cpu = time.perf_counter() - started, time.process_time() - cpu
             model = load_model(Path(tmp) / "model")
             synthetic = sample(model, n, seed=seed)
+            large = sample(model, LARGE_FACTOR * n, seed=seed + 1)
         return synthetic, wall, cpu, {"epsilon_spent": result.epsilon, "delta": result.delta,
                                       "train_seconds": result.seconds, "steps": result.steps,
-                                      "fine_columns": list(model.codec.fine_columns)}
+                                      "fine_columns": list(model.codec.fine_columns), SAMPLES: {"large": large}}
     return run
 
 
@@ -179,14 +193,18 @@ def naive_bayes(train_rows: pd.DataFrame, schema: Schema, *, eps: float, seed: i
         totals = table.sum(0, keepdims=True)
         conditionals.append(np.where(totals > 0, table / np.where(totals > 0, totals, 1.0), 1.0 / size))
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    classes = rng.choice(k, size=n, p=prior)
-    drawn = np.empty((n, d), dtype=np.int64)
-    for j, cond in enumerate(conditionals):
-        cdf = np.cumsum(cond[:, classes], axis=0)            # (size, n)
-        drawn[:, j] = np.minimum((rng.random(n) * cdf[-1] > cdf).sum(0), cond.shape[0] - 1)
-    synthetic = codec.decode(drawn, uniform_offsets(codec, n, rng), classes)
+
+    def draw(rows: int) -> pd.DataFrame:
+        classes = rng.choice(k, size=rows, p=prior)
+        drawn = np.empty((rows, d), dtype=np.int64)
+        for j, cond in enumerate(conditionals):
+            cdf = np.cumsum(cond[:, classes], axis=0)            # (size, rows)
+            drawn[:, j] = np.minimum((rng.random(rows) * cdf[-1] > cdf).sum(0), cond.shape[0] - 1)
+        return codec.decode(drawn, uniform_offsets(codec, rows, rng), classes)
+
+    synthetic = draw(n)
     return synthetic, wall, cpu, {"epsilon_spent": eps, "delta": 0.0, "laplace_scale": scale,
-                                  "fine_columns": list(fine_columns)}
+                                  "fine_columns": list(fine_columns), SAMPLES: {"large": draw(LARGE_FACTOR * n)}}
 
 
 def binned_real(train_rows: pd.DataFrame, schema: Schema, *, eps: float, seed: int, n: int,
@@ -226,7 +244,8 @@ def peer(method: str) -> Callable[..., Fit]:
             command = [str(python), str(HERE / "peers_runner.py"), method, "--input", str(tmp / "in.npz"),
                        "--output", str(tmp / "out.npz"), "--meta", str(tmp / "meta.json"),
                        "--epsilon", str(eps), "--delta", str(DELTA), "--seed", str(seed), "--rows", str(n),
-                       "--mbi-fix", str(fix_dir)]
+                       "--mbi-fix", str(fix_dir), "--iid-output", str(tmp / "iid.npz"),
+                       "--large-output", str(tmp / "large.npz"), "--large-rows", str(LARGE_FACTOR * n)]
             try:
                 done = subprocess.run(command, env={**os.environ, **ONE_THREAD_ENV}, capture_output=True,
                                       text=True, timeout=timeout)
@@ -235,10 +254,12 @@ def peer(method: str) -> Callable[..., Fit]:
             if done.returncode != 0:
                 raise RuntimeError(f"{method} failed (exit {done.returncode}): {done.stderr[-1500:]}")
             meta = json.loads((tmp / "meta.json").read_text())
-            out = np.load(tmp / "out.npz")["codes"]
+            out, iid, large = (np.load(tmp / f"{name}.npz")["codes"] for name in ("out", "iid", "large"))
         rng = np.random.default_rng(seed)
-        synthetic = codec.decode(out[:, :-1], uniform_offsets(codec, n, rng), out[:, -1])
+        synthetic, iid, large = (codec.decode(c[:, :-1], uniform_offsets(codec, len(c), rng), c[:, -1])
+                                 for c in (out, iid, large))
         details = {k: meta[k] for k in ("sample_seconds", "snsynth", "mbi", "mbi_fix")}
+        details[SAMPLES] = {"iid": iid, "large": large}
         return synthetic, meta["fit_seconds"], meta["fit_cpu_seconds"], {"epsilon_spent": eps, "delta": DELTA,
                                                                           "fine_columns": list(fine_columns), **details}
     return run
@@ -277,14 +298,14 @@ def ensure_mbi_fix() -> Path:
 # --- one cell -------------------------------------------------------------------------
 
 def score(synthetic: pd.DataFrame, train_rows: pd.DataFrame, holdout: pd.DataFrame, schema: Schema,
-          seed: int) -> dict:
+          seed: int, *, detection: bool = True) -> dict:
     outcome = tstr(synthetic, train_rows, holdout, schema, seed=seed, threads=THREADS)
     other = other_column_tstr(synthetic, train_rows, holdout, schema, seed=seed, threads=THREADS)
     return {"tstr_auroc": outcome["tstr_auroc"], "trtr_auroc": outcome["trtr_auroc"], "ratio": outcome["ratio"],
             "signal_kept": outcome["signal_kept"], "other_ratio": other["mean_ratio"],
             "other_columns": {k: v["ratio"] for k, v in other["columns"].items()},
             "tvd1": tvd(synthetic, train_rows, schema, order=1), "tvd2": tvd(synthetic, train_rows, schema, order=2),
-            "detection": detection_auc(synthetic, holdout, schema, seed=seed, threads=THREADS)}
+            "detection": detection_auc(synthetic, holdout, schema, seed=seed, threads=THREADS) if detection else None}
 
 
 def run_cell(table: str, eps: float, seed: int, method: str, *, peer_timeout: float,
@@ -309,8 +330,10 @@ def run_cell(table: str, eps: float, seed: int, method: str, *, peer_timeout: fl
         return {**record, "status": "error", "error": f"{type(exc).__name__}: {exc}"[-2000:],
                 "wall_seconds": time.perf_counter() - started}
     scores = score(synthetic, train_rows, holdout, schema, seed)
+    extra = {name: {"rows": len(rows), **score(rows, train_rows, holdout, schema, seed, detection=name != "large")}
+             for name, rows in details.pop(SAMPLES, {}).items()}
     return {**record, "status": "ok", "fit_seconds": wall, "fit_cpu_seconds": cpu, "synthetic_rows": len(synthetic),
-            **scores, **details, "wall_seconds": time.perf_counter() - started}
+            **scores, **details, **extra, "wall_seconds": time.perf_counter() - started}
 
 
 # --- results file -----------------------------------------------------------------------

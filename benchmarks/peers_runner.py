@@ -6,6 +6,7 @@ benchmark creates. It reads only files and writes only files:
 
     peers_runner.py METHOD --input codes.npz --output out.npz --meta out.json
                     --epsilon E --delta D --seed S --rows N --mbi-fix DIR
+                    [--iid-output iid.npz] [--large-output large.npz --large-rows M]
 
 Input (``codes.npz``): ``codes`` (n, k) int64, the product codec's codes of every
 feature and the target as the last column; ``cards`` (k,), the number of codes of each
@@ -27,6 +28,10 @@ Rules:
 4. Seeds: ``numpy.random`` is seeded (AIM's and MST's selections, mbi's sampler); the
    Gaussian noise comes from OpenDP's sampler, which takes no seed, so runs are not
    reproducible bit for bit.
+5. Extra samples of the same fitted model (post-processing), drawn after the main one so
+   that it is unchanged: ``--iid-output``, as many rows drawn independently (mbi's
+   ``method="sample"``; its default ``"round"`` rounds each conditional's counts, a
+   stratified draw); ``--large-output``, ``--large-rows`` rows by the default sampler.
 """
 
 from __future__ import annotations
@@ -106,14 +111,30 @@ def run(args: argparse.Namespace) -> dict:
     with contextlib.redirect_stdout(log):
         rows = synth.sample(args.rows)
     sample_seconds = time.perf_counter() - started
-    out = np.asarray(pd.DataFrame(rows).to_numpy(), dtype=np.int64)
-    if out.shape != (args.rows, len(cards)) or (out < 0).any() or (out >= np.array(cards)).any():
-        raise SystemExit(f"peer output has shape {out.shape} or codes outside the domain")
-    np.savez(args.output, codes=out)
+    np.savez(args.output, codes=_checked(rows, args.rows, cards))
+    if args.iid_output:  # rule 5: the same fitted model, rows drawn independently
+        field = type(synth.synthesizer)  # a frozen dataclass: the sampler is switched on its class
+        fixed = field.synthetic_data
+        field.synthetic_data = lambda model, rows=None, method="sample": fixed(model, rows, method="sample")
+        with contextlib.redirect_stdout(log):
+            rows = synth.sample(args.rows)
+        field.synthetic_data = fixed
+        np.savez(args.iid_output, codes=_checked(rows, args.rows, cards))
+    if args.large_output:
+        with contextlib.redirect_stdout(log):
+            rows = synth.sample(args.large_rows)
+        np.savez(args.large_output, codes=_checked(rows, args.large_rows, cards))
     return {"method": args.method, "fit_seconds": fit_seconds, "fit_cpu_seconds": fit_cpu_seconds,
             "sample_seconds": sample_seconds,
             "mbi_fix": True, "snsynth": getattr(snsynth, "__version__", None) or _version("smartnoise-synth"),
             "mbi": _version("mbi"), "log_tail": log.getvalue()[-2000:]}
+
+
+def _checked(rows, n: int, cards: list[int]) -> np.ndarray:
+    out = np.asarray(pd.DataFrame(rows).to_numpy(), dtype=np.int64)
+    if out.shape != (n, len(cards)) or (out < 0).any() or (out >= np.array(cards)).any():
+        raise SystemExit(f"peer output has shape {out.shape} or codes outside the domain")
+    return out
 
 
 def _version(dist: str) -> str | None:
@@ -135,6 +156,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--mbi-fix", type=Path, required=True, help="folder holding mbi_fix.py")
+    parser.add_argument("--iid-output", type=Path, help="also --rows rows drawn i.i.d. (mbi's method='sample')")
+    parser.add_argument("--large-output", type=Path, help="also --large-rows rows, mbi's default sampler")
+    parser.add_argument("--large-rows", type=int, default=0)
     args = parser.parse_args()
     args.meta.write_text(json.dumps(run(args), indent=1) + "\n")
 
