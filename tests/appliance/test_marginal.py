@@ -271,6 +271,12 @@ def test_a_single_feature_spends_everything_on_the_workload():
     assert M.candidate_marginals(1, Codec(mixed_schema()), M.Cells(Codec(mixed_schema()), None)) == []
 
 
+def shorter_fits(monkeypatch) -> None:
+    """Fits of a few hundred steps: enough for what the end-to-end tests check, a tenth of the time."""
+    monkeypatch.setattr(M, "FIT_STEPS_PER_ROUND", 10)
+    monkeypatch.setattr(M, "FIT_STEPS_FINAL", 300)
+
+
 def test_training_a_one_feature_table_works_end_to_end(tmp_path, monkeypatch):
     from hgan.appliance.train import train
     from hgan.release.model import load_model
@@ -339,10 +345,12 @@ def test_a_small_table_skips_the_within_bin_histograms_and_spends_their_share_el
     assert epsilon(start.events + budget.events(), start.delta) == pytest.approx(0.5, rel=1e-3)
 
 
-def test_a_trained_model_draws_offsets_from_its_within_bin_table(tmp_path):
+def test_a_trained_model_draws_offsets_from_its_within_bin_table(tmp_path, monkeypatch):
     """The released table is the one the engine measured, and sampling follows it."""
     from hgan.appliance.train import train
     from hgan.release.model import load_model
+
+    shorter_fits(monkeypatch)
 
     codec = Codec(mixed_schema())
     frame = mixed_frame(3000, 5)
@@ -428,6 +436,7 @@ def test_training_makes_the_concentrated_column_fine_and_charges_nothing_for_it(
     from hgan.appliance.train import train
     from hgan.release.model import load_model
     from hgan.release.sample import sample
+    shorter_fits(monkeypatch)
     frame, options = concentrated_frame(3000), TrainOptions(engine="marginal", epsilon=3.0, seed=0)
     fine = train(frame, mixed_schema(), out=tmp_path / "fine", options=options)
     monkeypatch.setattr(M, "FINE_EFFECTIVE_BINS", 0.0)
