@@ -20,7 +20,12 @@ Rules:
       numbers come out shaped like the data inside a bin, not uniform in it;
    c. ``rounds`` times: one marginal chosen by the exponential mechanism
       (score: L1 error of the current generator on it minus the expected
-      noise, sensitivity 1), then measured with the Gaussian mechanism.
+      noise, sensitivity 1) among the candidates measured the fewest times
+      so far (``least_measured``: none twice before every one once; the set
+      follows from earlier selections, which are released), then measured
+      with the Gaussian mechanism. Re-picks wasted the rounds on marginals
+      the generator did not fit any better for them: on flchain at epsilon
+      10, 13 of 36 rounds went to kappa x flc.grp and lambda x flc.grp.
    The selected marginals are measured at the codec's codes, unless the table
    is too small for them (rule 3).
 2. Budgets are fixed in advance by public rules: one zCDP-style scale ``rho``
@@ -288,6 +293,11 @@ def sub_marginal(m: Marginal) -> Marginal | None:
                     np.sqrt(variance.reshape(shape).sum(last)).ravel())
 
 
+def least_measured(times: np.ndarray) -> np.ndarray:
+    """Rule 1c: the candidates open to selection, those measured the fewest times so far."""
+    return times == times.min()
+
+
 def select(scores: np.ndarray, epsilon: float, rng: np.random.Generator) -> int:
     """Exponential mechanism, sensitivity 1: P(i) proportional to exp(epsilon * score_i / 2).
 
@@ -328,9 +338,11 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
     fitter.fit(measured, round_steps)
     candidates = candidate_marginals(d, codec, pair_cells)
     exact = [cells.histogram(codes, y, c) for c, cells in candidates]
+    times = np.zeros(len(candidates), dtype=np.int64)
     for r in range(budget.rounds):
         scores = selection_scores(exact, fitter.expected(candidates), n_noisy, budget.measure_sigma)
-        k = select(scores, budget.select_epsilon, rng)
+        k = select(np.where(least_measured(times), scores, -np.inf), budget.select_epsilon, rng)
+        times[k] += 1
         noisy = exact[k] + rng.normal(0, budget.measure_sigma, exact[k].shape)
         measured.append(Marginal(*candidates[k], noisy, budget.measure_sigma))
         fitter.fit(measured, round_steps)

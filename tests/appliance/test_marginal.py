@@ -39,6 +39,33 @@ def test_selection_frequencies_match_the_exponential_mechanism():
     assert np.all(np.abs(counts / draws - expected) < 5 * std)
 
 
+def test_selection_among_the_least_measured_follows_the_mechanism_on_them_alone():
+    scores, times = np.array([0.0, 1.0, 2.0, 4.0]), np.array([1, 0, 2, 0])
+    eps, draws = 1.0, 20_000
+    rng = np.random.default_rng(1)
+    open_ = M.least_measured(times)
+    counts = np.bincount([M.select(np.where(open_, scores, -np.inf), eps, rng) for _ in range(draws)], minlength=4)
+    assert counts[0] == counts[2] == 0
+    weights = np.exp(eps * scores[[1, 3]] / 2)
+    share = weights[0] / weights.sum()
+    assert abs(counts[1] / draws - share) < 5 * math.sqrt(share * (1 - share) / draws)
+    assert M.least_measured(np.array([2, 2, 2])).all()  # all measured as often: all open again
+
+
+def test_the_rounds_measure_no_candidate_twice_before_each_once(tmp_path, monkeypatch):
+    from hgan.appliance.train import train
+    from hgan.release.model import load_model
+
+    shorter_fits(monkeypatch)
+    frame = mixed_frame(2000, 3)
+    train(frame, mixed_schema(), out=tmp_path / "m", options=TrainOptions(epsilon=10.0, seed=0))
+    training = load_model(tmp_path / "m").metadata["training"]
+    codec = Codec(mixed_schema())
+    rounds = training["measured"][len(codec.columns):]
+    assert len(rounds) == training["rounds"] > 1
+    assert len(set(rounds)) == len(rounds)
+
+
 def test_workload_noise_has_the_planned_sigma():
     codec, codes, y = encoded()
     budget = M.Budget(rho=0.05, rounds=5, n_features=len(codec.columns))
