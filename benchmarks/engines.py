@@ -499,6 +499,7 @@ def table_markdown(s: pd.DataFrame, table: str) -> str:
 
 
 SAMPLER_FIGURES = ("ratio", "other_ratio", "tvd1", "tvd2", "detection")
+LARGE_FIGURES = ("ratio", "other_ratio", "tvd2")  # the large sample has no detection figure
 
 
 def sampler_means(results: list[dict], table: str) -> dict[tuple[float, str], dict]:
@@ -514,15 +515,15 @@ def sampler_means(results: list[dict], table: str) -> dict[tuple[float, str], di
     for (eps, method), group in sorted(groups.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
         iid, large = [r["iid"] if method in PEERS else r for r in group], [r["large"] for r in group]
         out[eps, method] = {"seeds": len(group), "iid": {f: np.mean([x[f] for x in iid]) for f in SAMPLER_FIGURES},
-                            "large": {f: np.mean([x[f] for x in large]) for f in ("ratio", "other_ratio", "tvd2")}}
+                            "large": {f: np.mean([x[f] for x in large]) for f in LARGE_FIGURES}}
     return out
 
 
-def sampler_markdown(results: list[dict], table: str) -> str:
-    """The table of ``sampler_means``."""
+def sampler_markdown(means: dict[tuple[float, str], dict]) -> str:
+    """The table of one table's ``sampler_means``."""
     rows = [[f"{eps:g}", LABELS[method], str(m["seeds"]), *(fmt(m["iid"][f]) for f in SAMPLER_FIGURES),
-             *(fmt(m["large"][f]) for f in ("ratio", "other_ratio", "tvd2"))]
-            for (eps, method), m in sampler_means(results, table).items()]
+             *(fmt(m["large"][f]) for f in LARGE_FIGURES)]
+            for (eps, method), m in means.items()]
     headers = ["eps", "method", "seeds", "i.i.d.: outcome ratio", "other-column", "tvd1", "tvd2", "detection",
                f"{LARGE_FACTOR}x rows: outcome ratio", "other-column", "tvd2"]
     return markdown(headers, rows) if rows else "No record has the extra samples yet."
@@ -558,9 +559,9 @@ def goals(s: pd.DataFrame, table: str, eps: float) -> str:
     return f"- eps {eps:g} ({seeds}): " + "; ".join(checks) + "."
 
 
-def same_sampler_goals(results: list[dict], table: str, eps: float) -> str | None:
-    """One line: ours against AIM (default workload) when both draw rows independently."""
-    means = sampler_means(results, table)
+def same_sampler_goals(means: dict[tuple[float, str], dict], eps: float) -> str | None:
+    """One line: ours against AIM (default workload) when both draw rows independently
+    (``means``: one table's ``sampler_means``)."""
     if (eps, "ours") not in means or (eps, "aim") not in means:
         return None
     o, a = means[eps, "ours"]["iid"], means[eps, "aim"]["iid"]
@@ -607,12 +608,13 @@ def report(args: argparse.Namespace) -> None:
         "a classifier telling holdout rows from as many synthetic rows (0.5 = indistinguishable).", "",
     ]
     for table in [t for t in TABLES if t in set(s["table"])]:
+        means = sampler_means(data["results"], table)
         lines += [f"## {table}", "", table_markdown(s, table), "", fine_columns_line(data["results"], table), "",
                   "Against the issue's goals (ours vs peers, means over seeds that ran):", "",
                   *[goals(s, table, e) for e in sorted(set(s[s["table"] == table]["epsilon"]))], "",
                   f"### {table}: the same fits, rows drawn independently, and {LARGE_FACTOR}x as many rows", "",
-                  SAMPLER_NOTE, "", sampler_markdown(data["results"], table), "",
-                  *[line for e in EPSILONS if (line := same_sampler_goals(data["results"], table, e))], ""]
+                  SAMPLER_NOTE, "", sampler_markdown(means), "",
+                  *[line for e in EPSILONS if (line := same_sampler_goals(means, e))], ""]
     missing = not_run(data["results"])
     lines += ["## Notes on the peers", "", *PEER_NOTES, "",
               "## What did not run", "", f"Of the full plan (both tables, eps 1, 3.5 and 10, seeds 0-2, {len(METHODS) - len(REFERENCES)} "

@@ -57,19 +57,16 @@ def make_table(rows: int, seed: int = 3) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-SECONDS: dict[str, float] = {}      # per step: wall seconds
-CPU_SECONDS: dict[str, float] = {}  # per step: the subprocess's user + system CPU (robust to a busy machine)
-
-
-def timed(step: str, args: list[str], **kwargs) -> None:
-    """Run one `hgan` subprocess (stdout discarded unless given); record its seconds as ``step``."""
+def timed(args: list[str], **kwargs) -> tuple[float, float]:
+    """Run one `hgan` subprocess (stdout discarded unless given): its wall seconds, and its
+    user + system CPU seconds (robust to a busy machine)."""
     kwargs.setdefault("stdout", subprocess.DEVNULL)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run([HGAN, *args], check=True, **kwargs)
-    SECONDS[step] = round(time.perf_counter() - started, 1)
+    wall = round(time.perf_counter() - started, 1)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    CPU_SECONDS[step] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
+    return wall, round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
 
 
 def main() -> None:
@@ -82,8 +79,14 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=args.keep is None)
     table = make_table(args.rows)
     table.to_csv(work / "wide.csv", index=False)
+    seconds: dict[str, float] = {}
+    cpu_seconds: dict[str, float] = {}
+
+    def step(name: str, args: list[str], **kwargs) -> None:
+        seconds[name], cpu_seconds[name] = timed(args, **kwargs)
+
     with open(work / "schema.toml", "w") as out:
-        timed("schema draft", ["schema", "draft", str(work / "wide.csv"), "--target", "outcome", "--id", "patient_id"],
+        step("schema draft", ["schema", "draft", str(work / "wide.csv"), "--target", "outcome", "--id", "patient_id"],
               stdout=out, stderr=subprocess.DEVNULL)
     text = (work / "schema.toml").read_text().replace("draft = true\n", "")
     (work / "schema.toml").write_text(text)
@@ -92,16 +95,16 @@ def main() -> None:
     rows.iloc[:cut].to_csv(work / "train.csv", index=False)
     rows.iloc[cut:].to_csv(work / "holdout.csv", index=False)
     schema = str(work / "schema.toml")
-    timed("train", ["train", str(work / "train.csv"), "--schema", schema, "--epsilon", str(args.epsilon),
+    step("train", ["train", str(work / "train.csv"), "--schema", schema, "--epsilon", str(args.epsilon),
                     "--out", str(work / "model"), "--json"])
-    timed("sample 1000 (outcome=yes)", ["sample", str(work / "model"), "-n", "1000", "--out",
+    step("sample 1000 (outcome=yes)", ["sample", str(work / "model"), "-n", "1000", "--out",
                                         str(work / "synthetic.csv"), "--where", "outcome=yes"])
-    timed("audit", ["audit", str(work / "model"), "--train", str(work / "train.csv"), "--holdout",
+    step("audit", ["audit", str(work / "model"), "--train", str(work / "train.csv"), "--holdout",
                     str(work / "holdout.csv"), "--schema", schema, "--out", str(work / "report"),
                     "--seed", "0", "--json"])
     report = json.loads((work / "report" / "report.json").read_text())
-    print(json.dumps({"rows": args.rows, "columns": table.shape[1], "epsilon": args.epsilon, "seconds": SECONDS,
-                      "cpu_seconds": CPU_SECONDS,
+    print(json.dumps({"rows": args.rows, "columns": table.shape[1], "epsilon": args.epsilon, "seconds": seconds,
+                      "cpu_seconds": cpu_seconds,
                       "dp_consistency": report["dp_consistency"]["status"], "work": str(work)}, indent=2))
 
 
