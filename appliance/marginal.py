@@ -281,16 +281,34 @@ class Marginal:
     sigma: float | np.ndarray
 
 
-def sub_marginal(m: Marginal) -> Marginal | None:
-    """``m`` with its last feature summed out (rule 7; None for one feature): post-processing,
-    each cell's noise variance the sum of the summed cells'."""
+def sub_marginal(m: Marginal, order: tuple[int, ...]) -> Marginal | None:
+    """``m`` with the feature drawn last (in ``order``) summed out (rule 7; None for one
+    feature): post-processing, each cell's noise variance the sum of the summed cells'."""
     features = [p for p, j in enumerate(m.columns) if j >= 0]
     if len(features) < 2:
         return None
-    last, shape = features[-1], m.cells.shape(m.columns)
+    position = np.argsort(order)
+    last, shape = max(features, key=lambda p: position[m.columns[p]]), m.cells.shape(m.columns)
     variance = np.broadcast_to(np.asarray(m.sigma, dtype=np.float64) ** 2, m.noisy.shape)
     return Marginal(m.columns[:last] + m.columns[last + 1:], m.cells, m.noisy.reshape(shape).sum(last).ravel(),
                     np.sqrt(variance.reshape(shape).sum(last)).ravel())
+
+
+def draw_order(d: int, selected: list[tuple[int, ...]]) -> tuple[int, ...]:
+    """Rule 8: maximum cardinality search on the graph of the features measured together in
+    ``selected``: next is the feature with the most neighbours already placed, then the one
+    with the most neighbours, then the first in the codec's order."""
+    adjacent = np.zeros((d, d), dtype=np.int64)
+    for columns in selected:
+        features = [j for j in columns if j >= 0]
+        for a in features:
+            adjacent[a, [b for b in features if b != a]] = 1
+    degree, placed, order = adjacent.sum(1), np.zeros(d, dtype=np.int64), []
+    for _ in range(d):
+        key = np.where(np.isin(np.arange(d), order), -1, placed * d + degree)
+        order.append(int(np.argmax(key)))
+        placed += adjacent[order[-1]]
+    return tuple(order)
 
 
 def least_measured(times: np.ndarray) -> np.ndarray:
@@ -336,6 +354,7 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
     fitter = Fitter(generator, prior, n_noisy, seed, floored=category_codes(codec))
     round_steps = steps_per_round(budget.rounds)
     fitter.fit(measured, round_steps)
+    selected = []
     candidates = candidate_marginals(d, codec, pair_cells)
     exact = [cells.histogram(codes, y, c) for c, cells in candidates]
     times = np.zeros(len(candidates), dtype=np.int64)
@@ -345,6 +364,8 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
         times[k] += 1
         noisy = exact[k] + rng.normal(0, budget.measure_sigma, exact[k].shape)
         measured.append(Marginal(*candidates[k], noisy, budget.measure_sigma))
+        selected.append(candidates[k][0])
+        generator.reorder(draw_order(d, selected))
         fitter.fit(measured, round_steps)
         if progress:
             spent = epsilon(start.events + budget.events(r + 1), start.delta) if options.dp else None
@@ -546,36 +567,39 @@ class Moments:
     the drawn code's cell ``D[a, i]`` and ``Q[b, j]`` is b's probability given
     the drawn codes: ``E[D[a, i] Q[b, j]] = P(a = i, b = j)``, and the gradient
     reaches b's head (a's is fitted by its own marginals, those where it is
-    the later column, and the sub-marginals of rule 7). A marginal's features are in increasing order. Marginals of
-    one shape at one resolution are computed together, as one batched product
-    per class. ``compute`` returns each marginal's cells in the order
-    ``Cells.histogram`` counts them, the marginals one after another.
+    drawn later, and the sub-marginals of rule 7). "Before" and "last" are in the
+    generator's draw order ``order``; the marginals' features may come in any
+    order. Marginals of one shape at one resolution are computed together, as
+    one batched product per class. ``compute`` returns each marginal's cells in
+    the order ``Cells.histogram`` counts them, the marginals one after another.
     """
 
-    def __init__(self, marginals: list[tuple[tuple[int, ...], Cells]], device: torch.device) -> None:
+    def __init__(self, marginals: list[tuple[tuple[int, ...], Cells]], device: torch.device,
+                 order: tuple[int, ...]) -> None:
         resolutions = {cells.key: cells for _, cells in marginals}
         self.merges = {key: None if (m := cells.cell_of_code()) is None else
                        (torch.as_tensor(m, device=device), sum(cells.sizes)) for key, cells in resolutions.items()}
+        position = np.argsort(order)
+        drawn = [tuple(sorted((j for j in columns if j >= 0), key=lambda j: position[j])) for columns, _ in marginals]
         groups: dict[tuple[tuple, tuple[int, ...], bool], list[int]] = {}
         for k, (columns, cells) in enumerate(marginals):
-            features = tuple(j for j in columns if j >= 0)
-            if list(features) != sorted(set(features)):
-                raise ValueError(f"a marginal's features must be in increasing order, not {columns}")
-            groups.setdefault((cells.key, tuple(cells.sizes[j] for j in features), len(features) < len(columns)),
+            if len(set(drawn[k])) != len(drawn[k]) or columns[len(drawn[k]):] not in ((), (-1,)):
+                raise ValueError(f"a marginal names distinct features, then maybe the target (-1), not {columns}")
+            groups.setdefault((cells.key, tuple(cells.sizes[j] for j in drawn[k]), len(drawn[k]) < len(columns)),
                               []).append(k)
         self.groups: list[tuple[tuple, list[torch.Tensor], bool]] = []  # (resolution, cells per feature, target)
         self.widths = [0] * len(marginals)
         place, at = [0] * len(marginals), 0
         for (resolution, shape, with_target), members in groups.items():
             starts = np.cumsum([0] + resolutions[resolution].sizes)
-            self.groups.append((resolution, [torch.as_tensor(np.stack([starts[marginals[k][0][p]] + np.arange(size)
+            self.groups.append((resolution, [torch.as_tensor(np.stack([starts[drawn[k][p]] + np.arange(size)
                                                                        for k in members]), device=device)
                                              for p, size in enumerate(shape)], with_target))
             for k in members:
                 self.widths[k] = int(np.prod(shape)) * (marginals[k][1].n_classes if with_target else 1)
                 place[k], at = at, at + self.widths[k]
-        self.order = torch.as_tensor(np.concatenate([np.arange(p, p + w) for p, w in zip(place, self.widths)]
-                                                    + [np.zeros(0)]).astype(np.int64), device=device)
+        layouts = [p + _histogram_layout(c, d, cells) for (c, cells), d, p in zip(marginals, drawn, place)]
+        self.order = torch.as_tensor(np.concatenate(layouts + [np.zeros(0)]).astype(np.int64), device=device)
 
     def compute(self, probs: torch.Tensor, class_rows: list[slice], drawn: torch.Tensor | None = None
                 ) -> torch.Tensor:
@@ -596,6 +620,15 @@ class Moments:
     def split(self, vector: np.ndarray) -> list[np.ndarray]:
         """``compute``'s vector as one array per marginal."""
         return np.split(vector, np.cumsum(self.widths)[:-1]) if self.widths else []
+
+
+def _histogram_layout(columns: tuple[int, ...], drawn: tuple[int, ...], cells: Cells) -> np.ndarray:
+    """Where each cell of ``Cells.histogram``'s layout for ``columns`` sits in the layout
+    computed with the features in the draw order ``drawn`` (the target, if any, last in both)."""
+    target = columns[len(drawn):]
+    computed = [cells.sizes[j] for j in drawn] + ([cells.n_classes] if target else [])
+    axes = [drawn.index(j) for j in columns[: len(drawn)]] + ([len(drawn)] if target else [])
+    return np.arange(int(np.prod(computed))).reshape(computed).transpose(axes).ravel()
 
 
 def _in_cells(codes: torch.Tensor, merge: tuple[torch.Tensor, int] | None) -> torch.Tensor:
@@ -640,9 +673,10 @@ class Fitter:
         """``steps`` Adam steps on fresh batches; ``anneal``: the learning rate decays from
         ``FIT_LR`` to ``FIT_LR_FLOOR`` on a cosine over the steps (the final fit: a decayed rate
         settles on a minimum instead of wandering around it with the batch noise)."""
+        order = self.generator.config.order
         if self.generator.config.context_dim:  # rule 7: the earlier heads learn from every marginal too
-            marginals = marginals + [s for m in marginals if (s := sub_marginal(m)) is not None]
-        moments = Moments([(m.columns, m.cells) for m in marginals], self.device)
+            marginals = marginals + [s for m in marginals if (s := sub_marginal(m, order)) is not None]
+        moments = Moments([(m.columns, m.cells) for m in marginals], self.device, order)
         target = torch.as_tensor(np.concatenate([m.noisy for m in marginals]) / self.n_noisy,
                                  dtype=torch.float32, device=self.device)
         precision = np.concatenate([np.broadcast_to((self.n_noisy / np.asarray(m.sigma)) ** 2, m.noisy.shape)
@@ -665,9 +699,9 @@ class Fitter:
     @torch.no_grad()
     def expected(self, marginals: list[tuple[tuple[int, ...], Cells]]) -> list[np.ndarray]:
         """The generator's normalised (columns, cells) marginals (one large batch)."""
-        keys = [(columns, cells.key) for columns, cells in marginals]
+        keys = [self.generator.config.order] + [(columns, cells.key) for columns, cells in marginals]
         if self._candidates is None or self._candidates[0] != keys:
-            self._candidates = keys, Moments(marginals, self.device)
+            self._candidates = keys, Moments(marginals, self.device, self.generator.config.order)
         moments = self._candidates[1]
         return moments.split(moments.compute(*self._batch(4 * FIT_BATCH)).cpu().numpy())
 

@@ -17,19 +17,21 @@ Rules:
    cells) of probabilities, saved with the weights. ``offset_heads`` names the
    head of each offset column. The table is whatever the engine fitted (for
    the marginal engine, a DP release); it is checked on load (rule 1).
-6. ``context_dim > 0``: each head also reads the codes drawn before it
-   (columns in the codec's order), so the model is autoregressive given
-   (z, y): head j adds ``V_j relu(P h + sum_{i<j} E[c_i])`` to its logits
-   (``E``: a ``context_dim`` embedding of every code, ``P``: a projection of
-   the body's output ``h``, ``V_j``: head j's read-out). ``forward`` then
-   needs the codes (teacher forcing: head j's logits given the row's codes
-   before j); ``draw`` draws the heads in order. ``relaxed`` is for
-   ``context_dim = 0`` only (the GAN engine).
+6. ``context_dim > 0``: each head also reads the codes drawn before it, so
+   the model is autoregressive given (z, y): head j adds
+   ``V_j relu(P h + sum_{i before j} E[c_i])`` to its logits (``E``: a
+   ``context_dim`` embedding of every code, ``P``: a projection of the body's
+   output ``h``, ``V_j``: head j's read-out). The heads are drawn in
+   ``draw_order`` (a permutation of the heads; empty: the codec's order),
+   which the engine chooses. ``forward`` then needs the codes (teacher
+   forcing: head j's logits given the row's codes drawn before j); ``draw``
+   draws the heads in that order. ``relaxed`` is for ``context_dim = 0``
+   only (the GAN engine).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -52,18 +54,19 @@ class GeneratorConfig:
     offset_heads: tuple[int, ...] = ()   # "table": the head of each offset column
     offset_cells: int = 0                # "table": sub-cells per bin
     context_dim: int = 0                 # > 0: heads read the codes drawn before them (rule 6)
+    draw_order: tuple[int, ...] = ()     # context_dim > 0: the heads' order (rule 6); (): the codec's
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["hidden"], d["head_sizes"] = list(self.hidden), list(self.head_sizes)
-        d["offset_heads"] = list(self.offset_heads)
+        for k in ("hidden", "head_sizes", "offset_heads", "draw_order"):
+            d[k] = list(d[k])
         return d
 
     @classmethod
     def from_dict(cls, raw: dict) -> GeneratorConfig:
         """Validate types and ranges; raise ValueError naming the field."""
         expected = {"latent_dim", "hidden", "n_classes", "head_sizes", "n_offsets", "offsets",
-                    "offset_heads", "offset_cells", "context_dim"}
+                    "offset_heads", "offset_cells", "context_dim", "draw_order"}
         if not isinstance(raw, dict) or set(raw) != expected:
             raise ValueError(f"architecture must have exactly the fields {sorted(expected)}")
         ints = {k: raw[k] for k in ("latent_dim", "n_classes", "n_offsets", "context_dim")}
@@ -81,9 +84,15 @@ class GeneratorConfig:
         if raw["offsets"] not in OFFSET_MODES:
             raise ValueError(f"architecture.offsets must be one of {', '.join(OFFSET_MODES)}")
         _check_offset_table_fields(raw)
+        _check_draw_order(raw)
         return cls(raw["latent_dim"], tuple(raw["hidden"]), raw["n_classes"], tuple(raw["head_sizes"]),
                    raw["n_offsets"], raw["offsets"], tuple(raw["offset_heads"]), raw["offset_cells"],
-                   raw["context_dim"])
+                   raw["context_dim"], tuple(raw["draw_order"]))
+
+    @property
+    def order(self) -> tuple[int, ...]:
+        """The heads in the order they are drawn (rule 6)."""
+        return self.draw_order or tuple(range(len(self.head_sizes)))
 
     @property
     def offset_codes(self) -> int:
@@ -105,6 +114,14 @@ def _check_offset_table_fields(raw: dict) -> None:
             or not all(0 <= h < len(raw["head_sizes"]) for h in heads):
         raise ValueError('architecture with offsets = "table" needs offset_cells >= 1 and one increasing '
                          'head index per offset column in offset_heads')
+
+
+def _check_draw_order(raw: dict) -> None:
+    order = raw["draw_order"]
+    if not isinstance(order, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in order):
+        raise ValueError("architecture.draw_order must be a list of head indices")
+    if order and (not raw["context_dim"] or sorted(order) != list(range(len(raw["head_sizes"])))):
+        raise ValueError("architecture.draw_order must be empty, or with context_dim > 0 name every head once")
 
 
 def sub_cells(offsets: np.ndarray, cells: int) -> np.ndarray:
@@ -141,7 +158,20 @@ class Generator(nn.Module):
         valid = np.concatenate([j * max(sizes) + np.arange(size) for j, size in enumerate(sizes)])
         self.register_buffer("head_starts", torch.as_tensor(starts, dtype=torch.int64), persistent=False)
         self.register_buffer("valid_logits", torch.as_tensor(valid, dtype=torch.int64), persistent=False)
-        self.register_buffer("earlier", torch.ones(len(sizes), len(sizes)).tril(-1), persistent=False)
+        self.register_buffer("earlier", self._earlier(), persistent=False)
+
+    def _earlier(self) -> torch.Tensor:
+        """``earlier[j, i]`` is 1 where head i is drawn before head j (rule 6), else 0."""
+        position = np.argsort(self.config.order)
+        return torch.as_tensor(position[None, :] < position[:, None], dtype=torch.float32)
+
+    def reorder(self, order: tuple[int, ...]) -> None:
+        """Draw the heads in ``order`` (a permutation of the heads) from now on; the
+        parameters are kept (an engine may change the order while it fits)."""
+        if sorted(order) != list(range(len(self.config.head_sizes))) or not self.config.context_dim:
+            raise ValueError("a draw order names every head once, for a generator with context_dim > 0")
+        self.config = replace(self.config, draw_order=tuple(order))
+        self.earlier.copy_(self._earlier())
 
     def check_offset_table(self) -> None:
         """Raise ValueError unless every row of ``offset_table`` is a probability vector."""
@@ -170,9 +200,9 @@ class Generator(nn.Module):
     def _context_logits(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Rule 6's term of every head, given the codes (teacher forcing). Laid out columns
         first (columns x B x r): the sum over earlier columns is one product with a strictly
-        lower-triangular matrix (torch's cumsum is slower on CPU), the read-outs one bmm."""
+        0/1 matrix (torch's cumsum is slower on CPU), the read-outs one bmm."""
         embedded = self.code_embedding(codes.T + self.head_starts[:, None])  # columns x B x r
-        before = (self.earlier @ embedded.flatten(1)).view_as(embedded)      # sum over i < j
+        before = (self.earlier @ embedded.flatten(1)).view_as(embedded)      # sum over i before j
         context = F.relu(before + self.context_from_latent(h)[None])
         padded = torch.bmm(context, self.context_logits)                     # columns x B x max head
         return padded.transpose(0, 1).reshape(len(h), -1)[:, self.valid_logits]
@@ -188,7 +218,7 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def draw(self, z: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Discrete codes (B, columns) drawn from each head's softmax, in the columns' order
+        """Discrete codes (B, columns) drawn from each head's softmax, in the draw order
         (rule 6), and offsets."""
         h = self._body(z, y)
         offsets = torch.tanh(self.offsets(h))[:, : self.config.n_offsets]
@@ -206,18 +236,20 @@ class Generator(nn.Module):
         return torch.cat(self._draw_codes(h, self.logits(h), generator), dim=1)
 
     def _draw_codes(self, h: torch.Tensor, logits: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
-        """One code per head, in the columns' order: the Gumbel-max draw from its softmax
-        (argmax of logits plus Gumbel noise, the same law as a multinomial draw)."""
+        """One code per head (in the columns' order), drawn in the draw order: the Gumbel-max
+        draw from its softmax (argmax of logits plus Gumbel noise, the same law as a
+        multinomial draw)."""
         sizes = list(self.config.head_sizes)
         uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
         noisy = logits - torch.log(-torch.log(uniform.clamp(1e-12, 1 - 1e-7)))
         if not self.config.context_dim:
             return [part.argmax(1, keepdim=True) for part in noisy.split(sizes, dim=1)]
-        latent, before, codes = self.context_from_latent(h), 0.0, []
-        for j, part in enumerate(noisy.split(sizes, dim=1)):
-            part = part + F.relu(before + latent) @ self.context_logits[j, :, : sizes[j]]
-            codes.append(part.argmax(1, keepdim=True))
-            before = before + self.code_embedding(codes[-1][:, 0] + self.head_starts[j])
+        parts, latent = noisy.split(sizes, dim=1), self.context_from_latent(h)
+        before, codes = 0.0, [None] * len(sizes)
+        for j in self.config.order:
+            part = parts[j] + F.relu(before + latent) @ self.context_logits[j, :, : sizes[j]]
+            codes[j] = part.argmax(1, keepdim=True)
+            before = before + self.code_embedding(codes[j][:, 0] + self.head_starts[j])
         return codes
 
     def _table_offsets(self, codes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

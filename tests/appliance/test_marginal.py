@@ -229,7 +229,12 @@ def test_moments_agree_with_histograms_of_drawn_rows():
     marginals = [((0, -1), fine), ((1, 4), coarse), ((3, -1), fine), ((2, 5, -1), coarse), ((1, 4), fine),
                  ((0, 6), coarse), ((3, 6, -1), fine), ((1, 4), coarse), ((5, -1), fine), ((3, -1), halved),
                  ((2, 3), halved), ((2,), fine)]
-    moments = M.Moments(marginals, torch.device("cpu"))
+    for order in [tuple(range(len(codec.columns))), (5, 2, 0, 6, 3, 1, 4)]:  # any draw order: the same layout
+        moments = M.Moments(marginals, torch.device("cpu"), order)
+        _assert_moments_are_histograms(moments, marginals, codes, y, codec)
+
+
+def _assert_moments_are_histograms(moments, marginals, codes, y, codec):
     probs = torch.as_tensor(np.concatenate(
         [np.eye(n)[codes[:, j]] for j, n in enumerate(codec.head_sizes)], axis=1), dtype=torch.float32)
     ends = np.cumsum(np.bincount(y, minlength=codec.n_classes))
@@ -250,9 +255,11 @@ def test_moments_of_heads_that_read_earlier_codes_are_unbiased():
                                           "uniform", context_dim=8))
     with torch.no_grad():
         generator.context_logits.normal_(0, 2.0)
+    order = tuple(reversed(range(len(codec.columns))))  # heads drawn last to first
+    generator.reorder(order)
     cells = M.Cells(codec, None)
-    marginals = [((0, 1), cells), ((1, 3, -1), cells), ((3,), cells)]
-    moments = M.Moments(marginals, torch.device("cpu"))
+    marginals = [((0, 1), cells), ((1, 3, -1), cells), ((3,), cells), ((4, 2), cells)]
+    moments = M.Moments(marginals, torch.device("cpu"), order)
     fitter = M.Fitter(generator, np.array([0.6, 0.4]), 1.0, seed=0)
     n = 40_000
     with torch.no_grad():
@@ -262,26 +269,38 @@ def test_moments_of_heads_that_read_earlier_codes_are_unbiased():
         histogram = moments.compute(other, other_rows, other)
     tolerance = 5 * np.sqrt(0.25 / n)
     assert (estimate - histogram).abs().max() < tolerance < (naive - histogram).abs().max()
-    with pytest.raises(ValueError, match="increasing order"):
-        M.Moments([((3, 1), cells)], torch.device("cpu"))
+    with pytest.raises(ValueError, match="distinct features"):
+        M.Moments([((3, 3), cells)], torch.device("cpu"), order)
 
 
-def test_a_sub_marginal_sums_out_the_last_feature_and_its_noise_variance():
+def test_a_sub_marginal_sums_out_the_feature_drawn_last_and_its_noise_variance():
     codec = Codec(mixed_schema())
     cells = M.Cells(codec, 4)
     codes, y = codec.encode_codes(mixed_frame(300, seed=1))[0], codec.encode_target(mixed_frame(300, seed=1))
-    for columns, sub in [((1, 4, -1), (1, -1)), ((0, 5), (0,))]:
+    schema_order, reversed_order = tuple(range(7)), tuple(range(6, -1, -1))
+    for columns, order, sub, summed in [((1, 4, -1), schema_order, (1, -1), 4), ((0, 5), schema_order, (0,), 5),
+                                        ((1, 4, -1), reversed_order, (4, -1), 1)]:
         exact = cells.histogram(codes, y, columns)
         sigma = np.arange(exact.size) % 3 + 1.0
-        derived = M.sub_marginal(M.Marginal(columns, cells, exact, sigma))
+        derived = M.sub_marginal(M.Marginal(columns, cells, exact, sigma), order)
         assert derived.columns == sub
         np.testing.assert_allclose(derived.noisy, cells.histogram(codes, y, sub))
-        summed = cells.sizes[columns[1]]
-        assert derived.sigma.shape == derived.noisy.shape and (derived.sigma >= np.sqrt(summed)).all()
+        assert derived.sigma.shape == derived.noisy.shape and (derived.sigma >= np.sqrt(cells.sizes[summed])).all()
     one = M.Marginal((2, -1), cells, cells.histogram(codes, y, (2, -1)), 1.0)
-    assert M.sub_marginal(one) is None
-    np.testing.assert_allclose(M.sub_marginal(M.Marginal((0, 5), cells, exact, 2.0)).sigma,
+    assert M.sub_marginal(one, schema_order) is None
+    pair = cells.histogram(codes, y, (0, 5))
+    np.testing.assert_allclose(M.sub_marginal(M.Marginal((0, 5), cells, pair, 2.0), schema_order).sigma,
                                2.0 * np.sqrt(cells.sizes[5]))
+
+
+def test_rule8_the_draw_order_places_each_feature_after_its_measured_neighbours():
+    """Maximum cardinality search: a hub first, then its neighbours; a feature measured with two
+    placed features before one measured with one; features never measured in a pair last."""
+    assert M.draw_order(4, []) == (0, 1, 2, 3)
+    assert M.draw_order(5, [(0, 3), (1, 3, -1), (3, 4)]) == (3, 0, 1, 4, 2)   # a star around 3
+    assert M.draw_order(5, [(4, 1), (1, 0), (0, 4, -1), (0, 2)]) == (0, 1, 4, 2, 3)
+    chain = M.draw_order(6, [(0, 5), (5, 2), (2, 4)])  # 0 - 5 - 2 - 4: ties go to the codec's order
+    assert chain == (2, 5, 0, 4, 1, 3)
 
 
 def test_a_table_with_many_rounds_takes_fewer_steps_per_round():

@@ -11,10 +11,13 @@ from hgan.release.generator import Generator, GeneratorConfig
 SIZES = (3, 2, 4)
 
 
-def context_generator(seed: int = 0) -> Generator:
+ORDERS = [(), (2, 0, 1)]  # the codec's order, and heads drawn in another
+
+
+def context_generator(seed: int = 0, order: tuple[int, ...] = ()) -> Generator:
     """A small autoregressive generator whose read-outs are not zero (they start at zero)."""
     torch.manual_seed(seed)
-    generator = Generator(GeneratorConfig(4, (8,), 2, SIZES, 0, "uniform", context_dim=5))
+    generator = Generator(GeneratorConfig(4, (8,), 2, SIZES, 0, "uniform", context_dim=5, draw_order=order))
     with torch.no_grad():
         generator.context_logits.normal_(0, 1.5)
         generator.code_embedding.weight.normal_(0, 1.5)
@@ -26,8 +29,10 @@ def _log_probs(generator: Generator, z: torch.Tensor, y: torch.Tensor, codes: to
     return [torch.log_softmax(part, dim=1) for part in logits.split(list(SIZES), dim=1)]
 
 
-def test_a_head_reads_only_the_codes_before_it():
-    generator = context_generator()
+@pytest.mark.parametrize("order", ORDERS)
+def test_a_head_reads_only_the_codes_drawn_before_it(order):
+    generator = context_generator(order=order)
+    position = np.argsort(generator.config.order)
     z, y = torch.randn(6, 4), torch.tensor([0, 1, 0, 1, 0, 1])
     codes = torch.tensor([[0, 1, 2]] * 6)
     before = _log_probs(generator, z, y, codes)
@@ -37,13 +42,14 @@ def test_a_head_reads_only_the_codes_before_it():
         after = _log_probs(generator, z, y, changed)
         for head in range(len(SIZES)):
             same = torch.allclose(before[head], after[head])
-            assert same == (head <= column), (column, head)
+            assert same == (position[head] <= position[column]), (column, head)
 
 
-def test_draws_follow_the_chain_of_the_teacher_forced_heads():
+@pytest.mark.parametrize("order", ORDERS)
+def test_draws_follow_the_chain_of_the_teacher_forced_heads(order):
     """The frequency of each code triple drawn at one latent is the product of the heads'
-    probabilities given the codes before them (within sampling error)."""
-    generator = context_generator(seed=1)
+    probabilities given the codes drawn before them (within sampling error)."""
+    generator = context_generator(seed=1, order=order)
     n = 40_000
     z, y = torch.randn(1, 4).expand(n, -1), torch.ones(n, dtype=torch.int64)
     codes, _ = generator.draw(z, y, torch.Generator().manual_seed(0))
@@ -72,3 +78,14 @@ def test_the_read_outs_start_at_zero_so_a_new_generator_has_independent_heads():
     a = _log_probs(generator, z, y, torch.tensor([[0, 0, 0]] * 3))
     b = _log_probs(generator, z, y, torch.tensor([[2, 1, 3]] * 3))
     assert all(torch.equal(p, q) for p, q in zip(a, b))
+
+
+def test_reordering_keeps_the_parameters_and_changes_which_codes_a_head_reads():
+    generator = context_generator()
+    before = {k: v.clone() for k, v in generator.state_dict().items()}
+    generator.reorder((2, 0, 1))
+    assert generator.config.draw_order == (2, 0, 1)
+    assert all(torch.equal(v, before[k]) for k, v in generator.state_dict().items())
+    assert generator.earlier.tolist() == [[0, 0, 1], [1, 0, 1], [0, 0, 0]]  # head 2 first, then 0, then 1
+    with pytest.raises(ValueError, match="every head once"):
+        generator.reorder((0, 0, 1))

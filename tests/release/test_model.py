@@ -19,11 +19,11 @@ PRIVACY = {"private": True, "epsilon": 1.0, "delta": 1e-6, "accountant": "rdp",
            "events": [{"kind": "gaussian"}], "seeded": True}
 
 
-def make_generator(schema=None, fine_columns=(), context_dim=0) -> Generator:
+def make_generator(schema=None, fine_columns=(), context_dim=0, draw_order=()) -> Generator:
     codec = Codec(schema or mixed_schema(), fine_columns=fine_columns)
     torch.manual_seed(0)
     generator = Generator(GeneratorConfig(8, (16,), codec.n_classes, tuple(codec.head_sizes), codec.n_offsets,
-                                          context_dim=context_dim))
+                                          context_dim=context_dim, draw_order=draw_order))
     if context_dim:
         with torch.no_grad():
             generator.context_logits.normal_()  # they start at zero: make the round trip tell
@@ -56,9 +56,11 @@ def test_write_then_load_gives_the_same_weights(tmp_path):
 
 
 def test_a_generator_whose_heads_read_earlier_codes_round_trips(tmp_path):
-    write(tmp_path / "m", generator=make_generator(context_dim=6))
+    order = tuple(reversed(range(len(Codec(mixed_schema()).head_sizes))))
+    write(tmp_path / "m", generator=make_generator(context_dim=6, draw_order=order))
     model = load_model(tmp_path / "m")
-    assert model.generator.config.context_dim == 6
+    assert model.generator.config.context_dim == 6 and model.generator.config.draw_order == order
+    assert torch.equal(model.generator.earlier, make_generator(context_dim=6, draw_order=order).earlier)
     expected = make_generator(context_dim=6).state_dict()
     assert set(model.generator.state_dict()) == set(expected) >= {"context_logits", "code_embedding.weight"}
     for name, tensor in model.generator.state_dict().items():
@@ -134,6 +136,9 @@ def _edit_metadata(path: Path, edit) -> None:
     lambda m: m["architecture"].update(context_dim=True),
     lambda m: m["architecture"].update(context_dim=4),   # its weights are not in the file
     lambda m: m["architecture"].pop("context_dim"),
+    lambda m: m["architecture"].pop("draw_order"),
+    lambda m: m["architecture"].update(draw_order=[0]),  # the heads' order, for context_dim > 0 only
+    lambda m: m["architecture"].update(draw_order="0"),
 ])
 def test_rules2_to_4_bad_metadata_is_refused(tmp_path, edit):
     write(tmp_path / "m")
@@ -141,6 +146,14 @@ def test_rules2_to_4_bad_metadata_is_refused(tmp_path, edit):
     with pytest.raises(InvalidInput) as err:
         load_model(tmp_path / "m")
     assert err.value.code in ("model.invalid", "schema.invalid")
+
+
+def test_a_draw_order_that_is_not_a_permutation_of_the_heads_is_refused(tmp_path):
+    write(tmp_path / "m", generator=make_generator(context_dim=6))
+    heads = len(Codec(mixed_schema()).head_sizes)
+    _edit_metadata(tmp_path / "m", lambda m: m["architecture"].update(draw_order=[0] * heads))
+    with pytest.raises(InvalidInput, match="draw_order"):
+        load_model(tmp_path / "m")
 
 
 def test_rule2_non_json_metadata_is_refused(tmp_path):
