@@ -678,7 +678,6 @@ class Fitter:
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
         self.floored = torch.as_tensor(np.zeros(0, dtype=np.int64) if floored is None else floored,
                                        device=self.device)
-        self._candidates: tuple[list, Moments] | None = None
 
     def fit(self, marginals: list[Marginal], steps: int, *, anneal: bool = False) -> None:
         """``steps`` Adam steps on fresh batches; ``anneal``: the learning rate decays from
@@ -709,12 +708,34 @@ class Fitter:
 
     @torch.no_grad()
     def expected(self, marginals: list[tuple[tuple[int, ...], Cells]]) -> list[np.ndarray]:
-        """The generator's normalised (columns, cells) marginals (one large batch)."""
-        keys = [self.generator.config.order] + [(columns, cells.key) for columns, cells in marginals]
-        if self._candidates is None or self._candidates[0] != keys:
-            self._candidates = keys, Moments(marginals, self.device, self.generator.config.order)
-        moments = self._candidates[1]
-        return moments.split(moments.compute(*self._batch(4 * FIT_BATCH)).cpu().numpy())
+        """The generator's normalised marginals of one or two features (and maybe the target),
+        from one large batch, each in ``Cells.histogram``'s layout. All of one resolution come
+        from one product per class, ``D_c^T Q_c`` over every cell (the drawn codes' cells
+        against the heads' probabilities, ``Moments``' estimate): the selection scores
+        thousands of candidates per round on a wide table."""
+        probs, class_rows, drawn = self._batch(4 * FIT_BATCH)
+        position, products, out = np.argsort(self.generator.config.order), {}, []
+        for columns, cells in marginals:
+            if cells.key not in products:
+                merge = None if (m := cells.cell_of_code()) is None else \
+                    (torch.as_tensor(m, device=self.device), sum(cells.sizes))
+                soft = _in_cells(probs, merge)
+                hard = soft if drawn is None else _in_cells(drawn, merge)
+                gram = torch.stack([hard[rows].T @ soft[rows] for rows in class_rows]) / len(probs)
+                products[cells.key] = gram.cpu().numpy(), np.cumsum([0] + cells.sizes)
+            gram, starts = products[cells.key]
+            features = [j for j in columns if j >= 0]
+            if len(features) not in (1, 2) or columns[len(features):] not in ((), (-1,)):
+                raise ValueError(f"expected takes one or two features, then maybe the target (-1), not {columns}")
+            a, b = [slice(starts[j], starts[j + 1]) for j in (features * 2)[:2]]  # one feature: a = b
+            if len(features) == 1:
+                block = gram[:, a, a].sum(1)                      # classes x cells (one-hot rows sum to 1)
+            elif position[features[0]] < position[features[1]]:
+                block = gram[:, a, b]                             # classes x cells of a x cells of b
+            else:
+                block = gram[:, b, a].transpose(0, 2, 1)
+            out.append(np.moveaxis(block, 0, -1).ravel() if len(features) < len(columns) else block.sum(0).ravel())
+        return out
 
     def _batch(self, size: int) -> tuple[torch.Tensor, list[slice], torch.Tensor | None]:
         """Code probabilities for ``size`` fresh latents, classes in the prior's proportions,

@@ -52,18 +52,24 @@ def test_selection_among_the_least_measured_follows_the_mechanism_on_them_alone(
     assert M.least_measured(np.array([2, 2, 2])).all()  # all measured as often: all open again
 
 
-def test_the_rounds_measure_no_candidate_twice_before_each_once(tmp_path, monkeypatch):
+def test_the_rounds_measure_no_candidate_twice_before_each_once_and_set_the_draw_order(tmp_path, monkeypatch):
     from hgan.appliance.train import train
     from hgan.release.model import load_model
 
     shorter_fits(monkeypatch)
     frame = mixed_frame(2000, 3)
     train(frame, mixed_schema(), out=tmp_path / "m", options=TrainOptions(epsilon=10.0, seed=0))
-    training = load_model(tmp_path / "m").metadata["training"]
+    model = load_model(tmp_path / "m")
+    training = model.metadata["training"]
     codec = Codec(mixed_schema())
     rounds = training["measured"][len(codec.columns):]
     assert len(rounds) == training["rounds"] > 1
     assert len(set(rounds)) == len(rounds)
+    # rule 8: the model draws its heads in the order of the rounds' selections
+    index = {c.name: j for j, c in enumerate(codec.columns)}
+    selected = [tuple(index[n] for n in name.split(" (")[0].split(" x ") if n in index) for name in rounds]
+    order = model.generator.config.draw_order
+    assert order == M.draw_order(len(codec.columns), selected) != tuple(range(len(codec.columns)))
 
 
 def test_workload_noise_has_the_planned_sigma():
@@ -271,6 +277,36 @@ def test_moments_of_heads_that_read_earlier_codes_are_unbiased():
     assert (estimate - histogram).abs().max() < tolerance < (naive - histogram).abs().max()
     with pytest.raises(ValueError, match="distinct features"):
         M.Moments([((3, 3), cells)], torch.device("cpu"), order)
+
+
+@pytest.mark.parametrize("context_dim", [0, 8])
+def test_the_selection_s_expected_marginals_are_the_moments_of_the_same_batch(context_dim):
+    """``Fitter.expected`` (one product per class over every cell) gives what ``Moments`` gives
+    on the same batch, at every resolution, for features in any order and any draw order."""
+    codec = Codec(mixed_schema(), fine_columns=("marker", "creat"))
+    fine, coarse, halved = M.Cells(codec, None), M.Cells(codec, 4), M.Cells(codec, 16, fine_only=True)
+    marginals = [((0, -1), fine), ((1, 4), coarse), ((4, 1, -1), coarse), ((2, 5, -1), fine), ((3,), fine),
+                 ((6, 0), halved), ((2, 3, -1), halved), ((5, -1), coarse)]
+    torch.manual_seed(1)
+    generator = Generator(GeneratorConfig(8, (32,), codec.n_classes, tuple(codec.head_sizes), codec.n_offsets,
+                                          "uniform", context_dim=context_dim))
+    if context_dim:
+        with torch.no_grad():
+            generator.context_logits.normal_(0, 2.0)
+    orders = [tuple(range(len(codec.columns)))] + ([(5, 2, 0, 6, 3, 1, 4)] if context_dim else [])
+    for order in orders:
+        if context_dim:
+            generator.reorder(order)
+        expected = M.Fitter(generator, np.array([0.6, 0.4]), 1.0, seed=3).expected(marginals)
+        same_batch = M.Fitter(generator, np.array([0.6, 0.4]), 1.0, seed=3)._batch(4 * M.FIT_BATCH)
+        moments = M.Moments(marginals, torch.device("cpu"), order)
+        with torch.no_grad():
+            reference = moments.split(moments.compute(*same_batch).numpy())
+        for columns_cells, got, want in zip(marginals, expected, reference):
+            assert got.shape == want.shape, columns_cells[0]
+            np.testing.assert_allclose(got, want, atol=1e-6)
+    with pytest.raises(ValueError, match="one or two features"):
+        M.Fitter(generator, np.array([0.6, 0.4]), 1.0, seed=3).expected([((0, 1, 2), fine)])
 
 
 def test_a_sub_marginal_sums_out_the_feature_drawn_last_and_its_noise_variance():
