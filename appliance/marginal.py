@@ -622,7 +622,7 @@ class Moments:
         hard = spaces if drawn is None else {key: _in_cells(drawn, merge) for key, merge in self.merges.items()}
         parts = []
         for resolution, cells, with_target in self.groups:
-            factors = [hard[resolution][:, c] for c in cells[:-1]] + [spaces[resolution][:, cells[-1]]]
+            factors = [_columns(hard[resolution], c) for c in cells[:-1]] + [_columns(spaces[resolution], cells[-1])]
             blocks = [_product([f[rows] for f in factors]) for rows in class_rows] if with_target \
                 else [_product(factors)]
             parts.append(torch.stack(blocks, dim=-1).reshape(-1))
@@ -640,6 +640,12 @@ def _histogram_layout(columns: tuple[int, ...], drawn: tuple[int, ...], cells: C
     computed = [cells.sizes[j] for j in drawn] + ([cells.n_classes] if target else [])
     axes = [drawn.index(j) for j in columns[: len(drawn)]] + ([len(drawn)] if target else [])
     return np.arange(int(np.prod(computed))).reshape(computed).transpose(axes).ravel()
+
+
+def _columns(shares: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``shares[:, index]`` (batch x marginals x cells) through ``index_select``, whose
+    backward is an ``index_add``: cheaper on CPU than advanced indexing's."""
+    return shares.index_select(1, index.reshape(-1)).view(len(shares), *index.shape)
 
 
 def _in_cells(codes: torch.Tensor, merge: tuple[torch.Tensor, int] | None) -> torch.Tensor:
