@@ -199,8 +199,8 @@ class Generator(nn.Module):
 
     def _context_logits(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Rule 6's term of every head, given the codes (teacher forcing). Laid out columns
-        first (columns x B x r): the sum over earlier columns is one product with a strictly
-        0/1 matrix (torch's cumsum is slower on CPU), the read-outs one bmm."""
+        first (columns x B x r): the sum over the columns drawn before is one product with the
+        0/1 matrix ``earlier`` (torch's cumsum is slower on CPU), the read-outs one bmm."""
         embedded = self.code_embedding(codes.T + self.head_starts[:, None])  # columns x B x r
         before = (self.earlier @ embedded.flatten(1)).view_as(embedded)      # sum over i before j
         context = F.relu(before + self.context_from_latent(h)[None])
