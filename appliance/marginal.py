@@ -754,8 +754,10 @@ class Fitter:
                                     torch.as_tensor(counts, device=self.device))
         z = torch.randn(size, self.generator.config.latent_dim, generator=self.rng, device=self.device)
         sizes = list(self.generator.config.head_sizes)
-        codes = self.generator.draw_codes(z, y, self.rng) if self.generator.config.context_dim else None
-        logits, _ = self.generator(z, y, codes)
+        if self.generator.config.context_dim:
+            logits, codes = self.generator.forced_draw(z, y, self.rng)
+        else:
+            (logits, _), codes = self.generator(z, y), None
         probs = torch.cat([F.softmax(p, dim=1) for p in logits.split(sizes, dim=1)], dim=1)
         drawn = None if codes is None else \
             torch.cat([F.one_hot(c, k) for c, k in zip(codes.T, sizes)], dim=1).to(probs.dtype)

@@ -116,9 +116,11 @@ def run(args: argparse.Namespace) -> dict:
         field = type(synth.synthesizer)  # a frozen dataclass: the sampler is switched on its class
         fixed = field.synthetic_data
         field.synthetic_data = lambda model, rows=None, method="sample": fixed(model, rows, method="sample")
-        with contextlib.redirect_stdout(log):
-            rows = synth.sample(args.rows)
-        field.synthetic_data = fixed
+        try:
+            with contextlib.redirect_stdout(log):
+                rows = synth.sample(args.rows)
+        finally:  # the large sample below uses mbi's own sampler again
+            field.synthetic_data = fixed
         np.savez(args.iid_output, codes=_checked(rows, args.rows, cards))
     if args.large_output:
         with contextlib.redirect_stdout(log):

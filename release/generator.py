@@ -229,11 +229,18 @@ class Generator(nn.Module):
             offsets = self._table_offsets(torch.cat(codes, dim=1), generator)
         return torch.cat(codes, dim=1), offsets
 
-    @torch.no_grad()
-    def draw_codes(self, z: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """``draw``'s codes alone (B, columns)."""
+    def forced_draw(self, z: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, codes): codes drawn as ``draw`` draws them, and every head's logits given
+        the codes drawn before it, differentiable (teacher forcing on the generator's own
+        draw): ``forward(z, y, codes)`` with one pass of the body."""
+        if not self.config.context_dim:
+            raise ValueError("forced_draw is for generators whose heads read earlier codes (context_dim > 0)")
         h = self._body(z, y)
-        return torch.cat(self._draw_codes(h, self.logits(h), generator), dim=1)
+        logits = self.logits(h)
+        with torch.no_grad():
+            codes = torch.cat(self._draw_codes(h, logits, generator), dim=1)
+        return logits + self._context_logits(h, codes), codes
 
     def _draw_codes(self, h: torch.Tensor, logits: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
         """One code per head (in the columns' order), drawn in the draw order: the Gumbel-max

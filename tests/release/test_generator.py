@@ -89,3 +89,13 @@ def test_reordering_keeps_the_parameters_and_changes_which_codes_a_head_reads():
     assert generator.earlier.tolist() == [[0, 0, 1], [1, 0, 1], [0, 0, 0]]  # head 2 first, then 0, then 1
     with pytest.raises(ValueError, match="every head once"):
         generator.reorder((0, 0, 1))
+
+
+def test_a_forced_draw_is_the_draw_then_the_teacher_forced_logits_in_one_pass():
+    generator = context_generator(seed=2, order=(2, 0, 1))
+    z, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    logits, codes = generator.forced_draw(z, y, torch.Generator().manual_seed(5))
+    drawn, _ = generator.draw(z, y, torch.Generator().manual_seed(5))
+    assert torch.equal(codes, drawn)
+    assert torch.allclose(logits, generator(z, y, drawn)[0], atol=1e-6)
+    assert logits.requires_grad and not codes.requires_grad
