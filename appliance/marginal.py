@@ -307,8 +307,9 @@ def sub_marginal(m: Marginal, order: tuple[int, ...]) -> Marginal | None:
 
 def draw_order(d: int, selected: list[tuple[int, ...]]) -> tuple[int, ...]:
     """Rule 8: maximum cardinality search on the graph of the features measured together in
-    ``selected``: next is the feature with the most neighbours already placed, then the one
-    with the most neighbours, then the first in the codec's order."""
+    ``selected`` (a marginal of one feature adds no edge): next is the feature with the most
+    neighbours already placed, then the one with the most neighbours, then the first in the
+    codec's order."""
     adjacent = np.zeros((d, d), dtype=np.int64)
     for columns in selected:
         features = [j for j in columns if j >= 0]
@@ -365,7 +366,6 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
     fitter = Fitter(generator, prior, n_noisy, seed, floored=category_codes(codec))
     round_steps = steps_per_round(budget.rounds)
     fitter.fit(measured, round_steps)
-    selected = []
     candidates = candidate_marginals(d, codec, pair_cells)
     exact = [cells.histogram(codes, y, c) for c, cells in candidates]
     times = np.zeros(len(candidates), dtype=np.int64)
@@ -375,8 +375,7 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
         times[k] += 1
         noisy = exact[k] + rng.normal(0, budget.measure_sigma, exact[k].shape)
         measured.append(Marginal(*candidates[k], noisy, budget.measure_sigma))
-        selected.append(candidates[k][0])
-        generator.reorder(draw_order(d, selected))
+        generator.reorder(draw_order(d, [m.columns for m in measured]))  # one-way marginals add no edge
         fitter.fit(measured, round_steps)
         if progress:
             spent = epsilon(start.events + budget.events(r + 1), start.delta) if options.dp else None
