@@ -534,11 +534,43 @@ def test_training_makes_the_concentrated_column_fine_and_charges_nothing_for_it(
 def test_candidates_holding_a_fine_column_come_again_at_the_coarse_bins():
     coarse, fine = Codec(mixed_schema()), Codec(mixed_schema(), fine_columns=("creat",))
     d, j = len(fine.columns), 3  # creat
-    plain = M.candidate_marginals(d, coarse, M.Cells(coarse, None))
-    both = M.candidate_marginals(d, fine, M.Cells(fine, None))
+    plain = [c for c, cells in M.candidate_marginals(d, coarse, M.Cells(coarse, None)) if cells.bins is None]
+    both = [(c, cells) for c, cells in M.candidate_marginals(d, fine, M.Cells(fine, None))
+            if cells.key != (M.COARSE_PAIR_BINS, False)]
     again = [(c, cells) for c, cells in both if cells.key == (16, True)]
     assert len(plain) == len(both) - len(again) == d * (d - 1)  # pairs and (pair, target) triples
     assert again and all(j in c for c, _ in again) and len(again) == 2 * (d - 1)
     assert all(cells.sizes[j] == 17 for _, cells in again)  # creat's 32 bins + missing, merged back to 16 + 1
-    # at a coarser resolution (a small table) nothing comes twice
-    assert len(M.candidate_marginals(d, fine, M.Cells(fine, 8))) == len(plain)
+    # at a resolution no coarser than COARSE_PAIR_BINS (a small table) nothing comes twice
+    assert len(M.candidate_marginals(d, fine, M.Cells(fine, M.COARSE_PAIR_BINS))) == len(plain)
+
+
+def test_candidates_come_again_at_coarse_cells_where_that_merges_a_number():
+    """Rule 3: each candidate is offered at the coarse cells too, unless no column of it merges
+    (grade's 4 codes, sex and stage stay as they are)."""
+    codec = Codec(mixed_schema())
+    d, names = len(codec.columns), [c.name for c in codec.columns]
+    candidates = M.candidate_marginals(d, codec, M.Cells(codec, None))
+    again = [c for c, cells in candidates if cells.key == (M.COARSE_PAIR_BINS, False)]
+    merging = {names.index(n) for n in ("age", "marker", "creat", "count")}
+    assert again == [c for c, cells in candidates if cells.bins is None and merging & set(c)]
+    assert (names.index("grade"), names.index("sex")) not in again and len(again) < len(candidates) / 2
+
+
+def test_a_strong_pair_of_numbers_scores_above_its_noise_only_at_the_coarse_cells():
+    """Why rule 3 offers coarse cells: a strong dependence between two numbers, missed by an
+    independent model, is worth measuring at 8 x 8 cells at a noise where 16 x 16 are not."""
+    rng = np.random.default_rng(0)
+    codec = Codec(mixed_schema())
+    a, b = 0, 2  # age and marker, both 16 bins
+    codes = np.zeros((3000, len(codec.columns)), dtype=np.int64)
+    codes[:, a] = rng.integers(0, 16, 3000)
+    codes[:, b] = np.clip(codes[:, a] + rng.integers(-1, 2, 3000), 0, 15)  # b follows a
+    y = np.zeros(3000, dtype=np.int64)
+    scores = {}
+    for cells in (M.Cells(codec, None), M.Cells(codec, M.COARSE_PAIR_BINS)):
+        exact = cells.histogram(codes, y, (a, b))
+        independent = np.outer(np.bincount(cells.maps[a][codes[:, a]], minlength=cells.sizes[a]),
+                               np.bincount(cells.maps[b][codes[:, b]], minlength=cells.sizes[b])).ravel() / 3000**2
+        scores[cells.bins] = M.selection_scores([exact], [independent], 3000.0, sigma=25.0)[0]
+    assert scores[None] < 0 < scores[M.COARSE_PAIR_BINS]
