@@ -39,14 +39,11 @@ Rules:
    rest, when the rule finds no resolution worth measuring. The cells of (c)
    are a public rule of the noise and the workload's DP row count: the
    codec's codes, or numeric codes merged into fewer cells on small tables.
-   Each pair of (c) is offered again at ``COARSE_PAIR_BINS`` cells per
+   Each candidate of (c) is offered again at ``COARSE_PAIR_BINS`` cells per
    number, and the score, which subtracts the noise expected over the cells,
    picks the resolution worth measuring: at epsilon 1 no pair of two numbers
    at 16 x 16 cells scored above its noise (rotterdam: er x pgr, TVD 0.29,
-   was never measured). The (pair, target) triples stay at their cells:
-   offered coarse too, they took rounds from the categorical pairs
-   (rotterdam, epsilon 3.5: other-column ratio 0.904 against 0.926 with
-   pairs only). The exact row count is never used.
+   was never measured). The exact row count is never used.
 4. The generator reads only noisy marginals: its training (and any choice
    made while training) is post-processing.
 5. No category of a categorical feature is lost: the fit keeps each one's share
@@ -114,7 +111,7 @@ SELECT_SHARE = 0.1     # of each round's rho, for the exponential mechanism (AIM
 CELL_SIGNAL = 2.0      # sub-cells should hold >= CELL_SIGNAL x noise std rows on average
 PAIR_BINS = (2, 4, 8, 16)  # numeric cells per column in (c) when the codec's codes are too fine (rule 3)
 PAIR_SIGNAL = 0.3      # pair cells should hold >= PAIR_SIGNAL x noise std rows on average (see pair_resolution)
-COARSE_PAIR_BINS = 8   # every pair of (c) is offered again at this many cells per number (rule 3)
+COARSE_PAIR_BINS = 8   # every candidate of (c) is offered again at this many cells per number (rule 3)
 CATEGORY_FLOOR = 0.005  # each category's share of the draws, at least (rule 5)
 FINE_EFFECTIVE_BINS = 8.0  # a column whose rows sit in <= this many bins (exp of the entropy) is fine (rule 6)
 FIT_BATCH = 512
@@ -562,7 +559,7 @@ def class_counts(workload: list[Marginal], start: Start, n_classes: int) -> np.n
 def candidate_marginals(d: int, codec: Codec, cells: Cells) -> list[tuple[tuple[int, ...], Cells]]:
     """All feature pairs, and with a target all (pair, target) triples, at ``cells``; when those
     are the codes of a codec with fine columns, each of them that holds a fine column again at
-    the coarse bins (rule 6); and each pair again at ``COARSE_PAIR_BINS`` cells per number
+    the coarse bins (rule 6); and each of them again at ``COARSE_PAIR_BINS`` cells per number
     where that merges some of its cells (rule 3). The selection's score weighs each
     resolution's noise."""
     pairs = [(i, j) for i in range(d) for j in range(i + 1, d)]
@@ -572,7 +569,7 @@ def candidate_marginals(d: int, codec: Codec, cells: Cells) -> list[tuple[tuple[
         coarse, fine = Cells(codec, NUMERIC_BINS, fine_only=True), set(codec.fine_columns)
         out += [(c, coarse) for c in columns if any(j >= 0 and codec.columns[j].name in fine for j in c)]
     merged = Cells(codec, COARSE_PAIR_BINS)
-    return out + [(c, merged) for c in pairs if any(merged.sizes[j] < cells.sizes[j] for j in c)]
+    return out + [(c, merged) for c in columns if any(j >= 0 and merged.sizes[j] < cells.sizes[j] for j in c)]
 
 
 # -- fitting (post-processing: reads only noisy marginals) ---------------------------

@@ -546,14 +546,14 @@ def test_candidates_holding_a_fine_column_come_again_at_the_coarse_bins():
 
 
 def test_candidates_come_again_at_coarse_cells_where_that_merges_a_number():
-    """Rule 3: each pair is offered at the coarse cells too, unless no column of it merges
-    (grade's 4 codes, sex and stage stay as they are); (pair, target) triples are not."""
+    """Rule 3: each candidate is offered at the coarse cells too, unless no column of it merges
+    (grade's 4 codes, sex and stage stay as they are)."""
     codec = Codec(mixed_schema())
     d, names = len(codec.columns), [c.name for c in codec.columns]
     candidates = M.candidate_marginals(d, codec, M.Cells(codec, None))
     again = [c for c, cells in candidates if cells.key == (M.COARSE_PAIR_BINS, False)]
     merging = {names.index(n) for n in ("age", "marker", "creat", "count")}
-    assert again == [c for c, cells in candidates if cells.bins is None and merging & set(c) and -1 not in c]
+    assert again == [c for c, cells in candidates if cells.bins is None and merging & set(c)]
     assert (names.index("grade"), names.index("sex")) not in again and len(again) < len(candidates) / 2
 
 
