@@ -595,8 +595,7 @@ class Moments:
     def __init__(self, marginals: list[tuple[tuple[int, ...], Cells]], device: torch.device,
                  order: tuple[int, ...]) -> None:
         resolutions = {cells.key: cells for _, cells in marginals}
-        self.merges = {key: None if (m := cells.cell_of_code()) is None else
-                       (torch.as_tensor(m, device=device), sum(cells.sizes)) for key, cells in resolutions.items()}
+        self.merges = {key: _merge(cells, device) for key, cells in resolutions.items()}
         position = np.argsort(order)
         drawn = [tuple(sorted((j for j in columns if j >= 0), key=lambda j: position[j])) for columns, _ in marginals]
         groups: dict[tuple[tuple, tuple[int, ...], bool], list[int]] = {}
@@ -653,6 +652,13 @@ def _columns(shares: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``shares[:, index]`` (batch x marginals x cells) through ``index_select``, whose
     backward is an ``index_add``: cheaper on CPU than advanced indexing's."""
     return shares.index_select(1, index.reshape(-1)).view(len(shares), *index.shape)
+
+
+def _merge(cells: Cells, device: torch.device) -> tuple[torch.Tensor, int] | None:
+    """``cells`` as ``_in_cells`` takes them: None (each code its own cell), or the cell of
+    every code (``Cells.cell_of_code``) and the number of cells."""
+    cell_of = cells.cell_of_code()
+    return None if cell_of is None else (torch.as_tensor(cell_of, device=device), sum(cells.sizes))
 
 
 def _in_cells(codes: torch.Tensor, merge: tuple[torch.Tensor, int] | None) -> torch.Tensor:
@@ -730,8 +736,7 @@ class Fitter:
         position, products, out = np.argsort(self.generator.config.order), {}, []
         for columns, cells in marginals:
             if cells.key not in products:
-                merge = None if (m := cells.cell_of_code()) is None else \
-                    (torch.as_tensor(m, device=self.device), sum(cells.sizes))
+                merge = _merge(cells, self.device)
                 soft = _in_cells(probs, merge)
                 hard = soft if drawn is None else _in_cells(drawn, merge)
                 gram = torch.stack([hard[rows].T @ soft[rows] for rows in class_rows]) / len(probs)

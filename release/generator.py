@@ -120,8 +120,12 @@ def _check_draw_order(raw: dict) -> None:
     order = raw["draw_order"]
     if not isinstance(order, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in order):
         raise ValueError("architecture.draw_order must be a list of head indices")
-    if order and (not raw["context_dim"] or sorted(order) != list(range(len(raw["head_sizes"])))):
+    if order and (not raw["context_dim"] or not _names_every_head_once(order, len(raw["head_sizes"]))):
         raise ValueError("architecture.draw_order must be empty, or with context_dim > 0 name every head once")
+
+
+def _names_every_head_once(order, n_heads: int) -> bool:
+    return sorted(order) == list(range(n_heads))
 
 
 def sub_cells(offsets: np.ndarray, cells: int) -> np.ndarray:
@@ -168,7 +172,7 @@ class Generator(nn.Module):
     def reorder(self, order: tuple[int, ...]) -> None:
         """Draw the heads in ``order`` (a permutation of the heads) from now on; the
         parameters are kept (an engine may change the order while it fits)."""
-        if sorted(order) != list(range(len(self.config.head_sizes))) or not self.config.context_dim:
+        if not _names_every_head_once(order, len(self.config.head_sizes)) or not self.config.context_dim:
             raise ValueError("a draw order names every head once, for a generator with context_dim > 0")
         self.config = replace(self.config, draw_order=tuple(order))
         self.earlier.copy_(self._earlier())
