@@ -74,13 +74,7 @@ Rules:
    noise variance summed too). Without that, the first column's head
    learnt only from its own noisy (feature, target) marginal, not from the
    pairs that hold it (rotterdam, epsilon 1: one-way TVD 0.050 against 0.034
-   with independent heads). The batch draws each head's codes stratified
-   within each class's rows (``Generator.forced_draw``): each row's code
-   keeps its law, so the estimate stays unbiased, and its batch noise,
-   which limits how closely the fit reaches sharp marginals, is smaller
-   (flchain, epsilon 10, 3 seeds: other-column ratio 0.946 to 0.956,
-   detection AUC 0.701 to 0.684; at epsilon 1 within the seeds' spread).
-   All of it is post-processing.
+   with independent heads). All of it is post-processing.
 8. The heads' draw order follows the selected marginals (``draw_order``,
    recomputed after each round; the generator keeps its parameters): a
    maximum cardinality search on the graph of the features measured
@@ -764,22 +758,20 @@ class Fitter:
     def _batch(self, size: int) -> tuple[torch.Tensor, list[slice], torch.Tensor | None]:
         """Code probabilities for ``size`` fresh latents, classes in the prior's proportions,
         the rows of each class together (their slices returned too); for a generator whose
-        heads read the codes before them, the probabilities given codes it drew, stratified
-        within each class's rows (``forced_draw``: each row's code has its law, so the
-        estimates stay unbiased, and vary less), and those codes one-hot."""
+        heads read the codes before them, the probabilities given codes it drew, and those
+        codes one-hot."""
         counts = np.floor(self.prior * size).astype(np.int64)
         counts[np.argmax(self.prior)] += size - counts.sum()
-        ends = np.cumsum(counts)
-        class_rows = [slice(int(e - c), int(e)) for e, c in zip(ends, counts)]
         y = torch.repeat_interleave(torch.arange(len(self.prior), device=self.device),
                                     torch.as_tensor(counts, device=self.device))
         z = torch.randn(size, self.generator.config.latent_dim, generator=self.rng, device=self.device)
         sizes = list(self.generator.config.head_sizes)
         if self.generator.config.context_dim:
-            logits, codes = self.generator.forced_draw(z, y, self.rng, strata=class_rows)
+            logits, codes = self.generator.forced_draw(z, y, self.rng)
         else:
             (logits, _), codes = self.generator(z, y), None
         probs = torch.cat([F.softmax(p, dim=1) for p in logits.split(sizes, dim=1)], dim=1)
         drawn = None if codes is None else \
             torch.cat([F.one_hot(c, k) for c, k in zip(codes.T, sizes)], dim=1).to(probs.dtype)
-        return probs, class_rows, drawn
+        ends = np.cumsum(counts)
+        return probs, [slice(int(e - c), int(e)) for e, c in zip(ends, counts)], drawn

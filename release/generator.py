@@ -8,9 +8,7 @@ Rules:
    never reads a real row.
 3. Output: logits for every column's codes and offsets in [-1, 1] (tanh);
    ``relaxed`` gives the Gumbel-softmax rows used in training, ``draw`` the
-   discrete codes used in sampling (a draw from the same softmax, each row
-   independent); ``forced_draw``, an engine's fit, may stratify its draws
-   over the rows (each row's law unchanged, its batch's counts steadier).
+   discrete codes used in sampling (a draw from the same softmax).
 4. ``offsets = "uniform"`` (an engine that fits codes only): ``draw`` places
    each value uniformly inside its bin instead of using the offset head.
 5. ``offsets = "table"``: ``draw`` places each value by a piecewise-uniform
@@ -130,25 +128,6 @@ def _names_every_head_once(order, n_heads: int) -> bool:
     return sorted(order) == list(range(n_heads))
 
 
-def stratified_uniforms(strata: list[slice], rows: int, columns: int, generator: torch.Generator,
-                        device: torch.device) -> torch.Tensor:
-    """Uniforms (rows x columns) stratified within each slice of rows: a slice's n rows take
-    the n strata [k / n, (k + 1) / n) in a random order, one point uniform in each, per column.
-    Each entry is uniform on [0, 1); rows not in a slice are left 0."""
-    out = torch.zeros(rows, columns, device=device)
-    for s in strata:
-        n = s.stop - s.start
-        order = torch.rand(n, columns, generator=generator, device=device).argsort(dim=0)
-        out[s] = (order + torch.rand(n, columns, generator=generator, device=device)) / max(n, 1)
-    return out
-
-
-def _inverse_cdf(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The code (rows x 1) at which each row's softmax CDF first exceeds its uniform ``u``."""
-    cdf = torch.cumsum(F.softmax(logits, dim=1), dim=1)
-    return torch.searchsorted(cdf, u[:, None].contiguous(), right=True).clamp(max=logits.shape[1] - 1)
-
-
 def sub_cells(offsets: np.ndarray, cells: int) -> np.ndarray:
     """The sub-cell (rule 5) of each offset in [-1, 1]: ``cells`` equal parts of the bin; the
     inverse of the place ``draw`` gives a sub-cell."""
@@ -254,44 +233,33 @@ class Generator(nn.Module):
             offsets = self._table_offsets(torch.cat(codes, dim=1), generator)
         return torch.cat(codes, dim=1), offsets
 
-    def forced_draw(self, z: torch.Tensor, y: torch.Tensor, generator: torch.Generator,
-                    strata: list[slice] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forced_draw(self, z: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, codes): codes drawn as ``draw`` draws them, and every head's logits given
         the codes drawn before it, differentiable (teacher forcing on the generator's own
-        draw): ``forward(z, y, codes)`` with one pass of the body. ``strata``: row slices
-        within which each head's draws are stratified (``_draw_codes``), for an engine's fit."""
+        draw): ``forward(z, y, codes)`` with one pass of the body."""
         if not self.config.context_dim:
             raise ValueError("forced_draw is for generators whose heads read earlier codes (context_dim > 0)")
         h = self._body(z, y)
         logits = self.logits(h)
         with torch.no_grad():
-            codes = torch.cat(self._draw_codes(h, logits, generator, strata), dim=1)
+            codes = torch.cat(self._draw_codes(h, logits, generator), dim=1)
         return logits + self._context_logits(h, codes), codes
 
-    def _draw_codes(self, h: torch.Tensor, logits: torch.Tensor, generator: torch.Generator,
-                    strata: list[slice] | None = None) -> list[torch.Tensor]:
+    def _draw_codes(self, h: torch.Tensor, logits: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
         """One code per head (in the columns' order), drawn in the draw order: the Gumbel-max
         draw from its softmax (argmax of logits plus Gumbel noise, the same law as a
-        multinomial draw); with ``strata``, by the inverse CDF of its softmax at stratified
-        uniforms (``stratified_uniforms``): each row's code has the same law, and a stratum's
-        code counts vary less than independent draws'."""
+        multinomial draw)."""
         sizes = list(self.config.head_sizes)
-        if strata is None:
-            uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
-            logits, at = logits - torch.log(-torch.log(uniform.clamp(1e-12, 1 - 1e-7))), None
-        else:
-            at = stratified_uniforms(strata, len(logits), len(sizes), generator, logits.device)
-
-        def pick(part: torch.Tensor, j: int) -> torch.Tensor:
-            return part.argmax(1, keepdim=True) if at is None else _inverse_cdf(part, at[:, j])
-
+        uniform = torch.rand(logits.shape, generator=generator, device=logits.device)
+        noisy = logits - torch.log(-torch.log(uniform.clamp(1e-12, 1 - 1e-7)))
         if not self.config.context_dim:
-            return [pick(part, j) for j, part in enumerate(logits.split(sizes, dim=1))]
-        parts, latent = logits.split(sizes, dim=1), self.context_from_latent(h)
+            return [part.argmax(1, keepdim=True) for part in noisy.split(sizes, dim=1)]
+        parts, latent = noisy.split(sizes, dim=1), self.context_from_latent(h)
         before, codes = 0.0, [None] * len(sizes)
         for j in self.config.order:
             part = parts[j] + F.relu(before + latent) @ self.context_logits[j, :, : sizes[j]]
-            codes[j] = pick(part, j)
+            codes[j] = part.argmax(1, keepdim=True)
             before = before + self.code_embedding(codes[j][:, 0] + self.head_starts[j])
         return codes
 

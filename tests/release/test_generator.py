@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hgan.release.generator import Generator, GeneratorConfig, stratified_uniforms
+from hgan.release.generator import Generator, GeneratorConfig
 
 SIZES = (3, 2, 4)
 
@@ -45,17 +45,14 @@ def test_a_head_reads_only_the_codes_drawn_before_it(order):
             assert same == (position[head] <= position[column]), (column, head)
 
 
-@pytest.mark.parametrize("stratified", [False, True])
 @pytest.mark.parametrize("order", ORDERS)
-def test_draws_follow_the_chain_of_the_teacher_forced_heads(order, stratified):
+def test_draws_follow_the_chain_of_the_teacher_forced_heads(order):
     """The frequency of each code triple drawn at one latent is the product of the heads'
-    probabilities given the codes drawn before them (within sampling error), whether drawn
-    independently (``draw``) or stratified over the rows (the fit's ``forced_draw``)."""
+    probabilities given the codes drawn before them (within sampling error)."""
     generator = context_generator(seed=1, order=order)
     n = 40_000
     z, y = torch.randn(1, 4).expand(n, -1), torch.ones(n, dtype=torch.int64)
-    rng = torch.Generator().manual_seed(0)
-    codes = generator.forced_draw(z, y, rng, strata=[slice(0, n)])[1] if stratified else generator.draw(z, y, rng)[0]
+    codes, _ = generator.draw(z, y, torch.Generator().manual_seed(0))
     seen = np.bincount(np.ravel_multi_index(codes.numpy().T, SIZES), minlength=int(np.prod(SIZES))) / n
     every = torch.as_tensor(np.array(np.unravel_index(np.arange(int(np.prod(SIZES))), SIZES)).T)
     log_probs = _log_probs(generator, z[: len(every)], y[: len(every)], every)
@@ -102,37 +99,3 @@ def test_a_forced_draw_is_the_draw_then_the_teacher_forced_logits_in_one_pass():
     assert torch.equal(codes, drawn)
     assert torch.allclose(logits, generator(z, y, drawn)[0], atol=1e-6)
     assert logits.requires_grad and not codes.requires_grad
-
-
-def test_stratified_uniforms_put_one_point_in_each_stratum_of_a_slice():
-    u = stratified_uniforms([slice(0, 5), slice(5, 12)], 12, 3, torch.Generator().manual_seed(0), torch.device("cpu"))
-    assert ((u >= 0) & (u < 1)).all()
-    for rows in (slice(0, 5), slice(5, 12)):
-        n = rows.stop - rows.start
-        strata = torch.floor(u[rows] * n).long()
-        assert all(sorted(strata[:, c].tolist()) == list(range(n)) for c in range(3))
-
-
-def test_a_stratified_draw_keeps_each_rows_law_and_steadies_the_counts():
-    """Over rows with one latent, the first head's code counts come within 1 of their
-    expectation when stratified (independent draws: a binomial spread); across repeated
-    draws, any one row's code still has the head's law."""
-    generator = context_generator(seed=3, order=(2, 0, 1))
-    n, first = 400, 2
-    z, y = torch.randn(1, 4).expand(n, -1), torch.zeros(n, dtype=torch.int64)
-    rng = torch.Generator().manual_seed(1)
-    logits, codes = generator.forced_draw(z, y, rng, strata=[slice(0, n)])
-    assert torch.allclose(logits, generator(z, y, codes)[0], atol=1e-6)  # teacher forcing on these codes
-    p = torch.softmax(logits[0, sum(SIZES[:first]):sum(SIZES[: first + 1])], dim=0).detach().numpy()
-    expected = n * p
-    stratified = np.bincount(codes[:, first].numpy(), minlength=SIZES[first])
-    assert np.abs(stratified - expected).max() <= 1.0 + 1e-6
-    spread = [np.abs(np.bincount(generator.draw(z, y, rng)[0][:, first].numpy(), minlength=SIZES[first])
-                     - expected).max() for _ in range(20)]
-    assert np.mean(spread) > 3.0  # independent draws: about sqrt(n p (1 - p)) ~ 8 rows
-    rows, repeats = 6, 6000
-    seen = np.zeros(SIZES[first])
-    for _ in range(repeats):
-        drawn = generator.forced_draw(z[:rows], y[:rows], rng, strata=[slice(0, rows)])[1]
-        seen[drawn[4, first]] += 1
-    assert np.abs(seen / repeats - p).max() < 4 * np.sqrt(0.25 / repeats)
