@@ -504,8 +504,8 @@ LARGE_FIGURES = ("ratio", "other_ratio", "tvd2")  # the large sample has no dete
 
 def sampler_means(results: list[dict], table: str) -> dict[tuple[float, str], dict]:
     """Per (epsilon, method), over the seeds whose record has the extra samples: their number,
-    and the mean figures of rows drawn independently (``iid``: the peers' i.i.d. sample, every
-    other method's own sample) and of the ``large`` sample."""
+    the mean figures of rows drawn independently (``iid``: the peers' i.i.d. sample, every
+    other method's own sample) and of the ``large`` sample, and each seed's i.i.d. figures."""
     groups: dict[tuple[float, str], list[dict]] = {}
     for r in results:
         if r["table"] == table and r["status"] == "ok" and "large" in r:
@@ -515,7 +515,8 @@ def sampler_means(results: list[dict], table: str) -> dict[tuple[float, str], di
     for (eps, method), group in sorted(groups.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
         iid, large = [r["iid"] if method in PEERS else r for r in group], [r["large"] for r in group]
         out[eps, method] = {"seeds": len(group), "iid": {f: np.mean([x[f] for x in iid]) for f in SAMPLER_FIGURES},
-                            "large": {f: np.mean([x[f] for x in large]) for f in LARGE_FIGURES}}
+                            "large": {f: np.mean([x[f] for x in large]) for f in LARGE_FIGURES},
+                            "per_seed": {int(r["seed"]): x for r, x in zip(group, iid)}}
     return out
 
 
@@ -561,17 +562,29 @@ def goals(s: pd.DataFrame, table: str, eps: float) -> str:
 
 def same_sampler_goals(means: dict[tuple[float, str], dict], eps: float) -> str | None:
     """One line: ours against AIM (default workload) when both draw rows independently
-    (``means``: one table's ``sampler_means``)."""
+    (``means``: one table's ``sampler_means``), each figure with its ``paired_difference``."""
     if (eps, "ours") not in means or (eps, "aim") not in means:
         return None
-    o, a = means[eps, "ours"]["iid"], means[eps, "aim"]["iid"]
-    checks = [f"{label} {fmt(o[f])} vs {fmt(a[f])}: {'met' if better(o[f], a[f]) else 'NOT met'}"
+    o, a = means[eps, "ours"], means[eps, "aim"]
+    checks = [f"{label} {fmt(o['iid'][f])} vs {fmt(a['iid'][f])}: {'met' if better(o['iid'][f], a['iid'][f]) else 'NOT met'}"
+              f"{paired_difference(o['per_seed'], a['per_seed'], f)}"
               for label, f, better in (("outcome ratio >=", "ratio", lambda x, y: x >= y),
                                        ("other-column >=", "other_ratio", lambda x, y: x >= y),
                                        ("tvd2 <", "tvd2", lambda x, y: x < y),
                                        ("detection <", "detection", lambda x, y: x < y))]
-    return (f"- eps {eps:g}, both sampled i.i.d. (ours on {means[eps, 'ours']['seeds']}, AIM on "
-            f"{means[eps, 'aim']['seeds']} seed(s)), ours vs AIM (default workload): " + "; ".join(checks) + ".")
+    return (f"- eps {eps:g}, both sampled i.i.d. (ours on {o['seeds']}, AIM on "
+            f"{a['seeds']} seed(s)), ours vs AIM (default workload): " + "; ".join(checks) + ".")
+
+
+def paired_difference(ours: dict[int, dict], peer: dict[int, dict], figure: str) -> str:
+    """`` (ours - peer d +- se)``: the mean over the seeds both ran of the per-seed difference
+    (a seed is one split, the same for both), and its standard error; ``, within 2 SE`` when
+    the difference is not outside twice that. Empty for fewer than 2 common seeds."""
+    diffs = [ours[k][figure] - peer[k][figure] for k in sorted(set(ours) & set(peer))]
+    if len(diffs) < 2:
+        return ""
+    mean, se = float(np.mean(diffs)), float(np.std(diffs, ddof=1) / np.sqrt(len(diffs)))
+    return f" (ours - AIM {mean:+.3f} +- {se:.3f}{', within 2 SE' if abs(mean) <= 2 * se else ''})"
 
 
 def report(args: argparse.Namespace) -> None:
@@ -631,7 +644,9 @@ SAMPLER_NOTE = (
     f"three are {LARGE_FACTOR}x the training rows by each method's own sampler: a released generator can be "
     "sampled without limit, and with more rows the classifiers and the TVD see less of the sampling noise "
     "(the TVD floor of the real rows resampled falls too). Both are post-processing of the same fit. Only "
-    "records run since these samples were added (commit f24e59b) are counted.")
+    "records run since these samples were added (commit f24e59b) are counted. In the goal lines below, "
+    "`ours - AIM d +- se` is the mean over seeds of the per-seed difference (one seed is one split for both) "
+    "and its standard error; `within 2 SE` marks a difference the seeds' spread does not settle either way.")
 
 
 PEER_NOTES = [
