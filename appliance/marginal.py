@@ -20,15 +20,12 @@ Rules:
       numbers come out shaped like the data inside a bin, not uniform in it;
    c. ``rounds`` times: one marginal chosen by the exponential mechanism
       (score: L1 error of the current generator on it minus the expected
-      noise, sensitivity 1) among the candidates whose columns were measured
-      the fewest times so far, at any resolution (``least_measured``: no
-      column set twice before every one once; the set follows from earlier
-      selections, which are released), then measured with the Gaussian
-      mechanism. Re-picks wasted the rounds on marginals the generator did
-      not fit any better for them: on flchain at epsilon 10, 13 of 36 rounds
-      went to kappa x flc.grp and lambda x flc.grp; with the candidates at
-      several resolutions (rule 3), 6 of 16 at epsilon 3.5 went to those two
-      pairs, each at three resolutions.
+      noise, sensitivity 1) among the candidates measured the fewest times
+      so far (``least_measured``: none twice before every one once; the set
+      follows from earlier selections, which are released), then measured
+      with the Gaussian mechanism. Re-picks wasted the rounds on marginals
+      the generator did not fit any better for them: on flchain at epsilon
+      10, 13 of 36 rounds went to kappa x flc.grp and lambda x flc.grp.
    The selected marginals are measured at the codec's codes, unless the table
    is too small for them (rule 3).
 2. Budgets are fixed in advance by public rules: one zCDP-style scale ``rho``
@@ -332,8 +329,7 @@ def draw_order(d: int, selected: list[tuple[int, ...]]) -> tuple[int, ...]:
 
 
 def least_measured(times: np.ndarray) -> np.ndarray:
-    """Rule 1c: the candidates open to selection, those whose columns (``times``: counted
-    over every resolution of them) were measured the fewest times so far."""
+    """Rule 1c: the candidates open to selection, those measured the fewest times so far."""
     return times == times.min()
 
 
@@ -381,7 +377,7 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
     for r in range(budget.rounds):
         scores = selection_scores(exact, fitter.expected(candidates), n_noisy, budget.measure_sigma)
         k = select(np.where(least_measured(times), scores, -np.inf), budget.select_epsilon, rng)
-        times[[columns == candidates[k][0] for columns, _ in candidates]] += 1  # every resolution (rule 1c)
+        times[k] += 1
         noisy = exact[k] + rng.normal(0, budget.measure_sigma, exact[k].shape)
         measured.append(Marginal(*candidates[k], noisy, budget.measure_sigma))
         generator.reorder(draw_order(d, [m.columns for m in measured]))  # one-way marginals add no edge

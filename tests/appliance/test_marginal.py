@@ -52,7 +52,7 @@ def test_selection_among_the_least_measured_follows_the_mechanism_on_them_alone(
     assert M.least_measured(np.array([2, 2, 2])).all()  # all measured as often: all open again
 
 
-def test_the_rounds_measure_no_column_set_twice_before_each_once_and_set_the_draw_order(tmp_path, monkeypatch):
+def test_the_rounds_measure_no_candidate_twice_before_each_once_and_set_the_draw_order(tmp_path, monkeypatch):
     from hgan.appliance.train import train
     from hgan.release.model import load_model
 
@@ -64,9 +64,7 @@ def test_the_rounds_measure_no_column_set_twice_before_each_once_and_set_the_dra
     codec = Codec(mixed_schema())
     rounds = training["measured"][len(codec.columns):]
     assert len(rounds) == training["rounds"] > 1
-    column_sets = [name.split(" (")[0] for name in rounds]  # rule 1c: at any resolution
-    assert len(set(column_sets)) == len(column_sets)
-    assert len(rounds) < len(M.candidate_marginals(len(codec.columns), codec, M.Cells(codec, None)))
+    assert len(set(rounds)) == len(rounds)
     # rule 8: the model draws its heads in the order of the rounds' selections
     index = {c.name: j for j, c in enumerate(codec.columns)}
     selected = [tuple(index[n] for n in name.split(" (")[0].split(" x ") if n in index) for name in rounds]
