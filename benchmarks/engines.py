@@ -566,7 +566,8 @@ def same_sampler_goals(means: dict[tuple[float, str], dict], eps: float) -> str 
     if (eps, "ours") not in means or (eps, "aim") not in means:
         return None
     o, a = means[eps, "ours"], means[eps, "aim"]
-    checks = [f"{label} {fmt(o['iid'][f])} vs {fmt(a['iid'][f])}: {'met' if better(o['iid'][f], a['iid'][f]) else 'NOT met'}"
+    checks = [f"{label} {fmt(o['iid'][f])} vs {fmt(a['iid'][f])}: "
+              f"{'met' if better(o['iid'][f], a['iid'][f]) else 'NOT met'}"
               f"{paired_difference(o['per_seed'], a['per_seed'], f)}"
               for label, f, better in (("outcome ratio >=", "ratio", lambda x, y: x >= y),
                                        ("other-column >=", "other_ratio", lambda x, y: x >= y),
@@ -577,7 +578,7 @@ def same_sampler_goals(means: dict[tuple[float, str], dict], eps: float) -> str 
 
 
 def paired_difference(ours: dict[int, dict], peer: dict[int, dict], figure: str) -> str:
-    """`` (ours - peer d +- se)``: the mean over the seeds both ran of the per-seed difference
+    """`` (ours - AIM d +- se)``: the mean over the seeds both ran of the per-seed difference
     (a seed is one split, the same for both), and its standard error; ``, within 2 SE`` when
     the difference is not outside twice that. Empty for fewer than 2 common seeds."""
     diffs = [ours[k][figure] - peer[k][figure] for k in sorted(set(ours) & set(peer))]
