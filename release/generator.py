@@ -124,7 +124,8 @@ def _check_draw_order(raw: dict) -> None:
         raise ValueError("architecture.draw_order must be empty, or with context_dim > 0 name every head once")
 
 
-def _names_every_head_once(order, n_heads: int) -> bool:
+def _names_every_head_once(order: list[int] | tuple[int, ...], n_heads: int) -> bool:
+    """True when ``order`` is a permutation of the heads 0 .. n_heads - 1."""
     return sorted(order) == list(range(n_heads))
 
 

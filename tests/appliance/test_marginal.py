@@ -570,7 +570,6 @@ def test_a_strong_pair_of_numbers_scores_above_its_noise_only_at_the_coarse_cell
     scores = {}
     for cells in (M.Cells(codec, None), M.Cells(codec, M.COARSE_PAIR_BINS)):
         exact = cells.histogram(codes, y, (a, b))
-        independent = np.outer(np.bincount(cells.maps[a][codes[:, a]], minlength=cells.sizes[a]),
-                               np.bincount(cells.maps[b][codes[:, b]], minlength=cells.sizes[b])).ravel() / 3000**2
+        independent = np.outer(cells.histogram(codes, y, (a,)), cells.histogram(codes, y, (b,))).ravel() / 3000**2
         scores[cells.bins] = M.selection_scores([exact], [independent], 3000.0, sigma=25.0)[0]
     assert scores[None] < 0 < scores[M.COARSE_PAIR_BINS]
