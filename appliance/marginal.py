@@ -776,6 +776,6 @@ class Fitter:
             (logits, _), codes = self.generator(z, y), None
         probs = torch.cat([F.softmax(p, dim=1) for p in logits.split(sizes, dim=1)], dim=1)
         drawn = None if codes is None else \
-            torch.cat([F.one_hot(c, k) for c, k in zip(codes.T, sizes)], dim=1).to(probs.dtype)
+            torch.zeros_like(probs).scatter_(1, codes + self.generator.head_starts, 1.0)
         ends = np.cumsum(counts)
         return probs, [slice(int(e - c), int(e)) for e, c in zip(ends, counts)], drawn

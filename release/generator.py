@@ -210,7 +210,7 @@ class Generator(nn.Module):
         before = (self.earlier @ embedded.flatten(1)).view_as(embedded)      # sum over i before j
         context = F.relu(before + self.context_from_latent(h)[None])
         padded = torch.bmm(context, self.context_logits)                     # columns x B x max head
-        return padded.transpose(0, 1).reshape(len(h), -1)[:, self.valid_logits]
+        return padded.transpose(0, 1).reshape(len(h), -1).index_select(1, self.valid_logits)
 
     def relaxed(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Differentiable rows shaped like the codec's vectors (Gumbel-softmax heads)."""
