@@ -30,9 +30,6 @@ Rules:
       one stays open at the others. Closing them all (9d09649, reverted)
       raised flchain's detection AUC at every epsilon (0.788 to 0.867 at
       epsilon 1): its kappa / lambda / flc.grp block needs the repeats.
-   d. a triple of features joins the candidates of (c) once its three pairs
-      have been measured (``clique_triples``: released selections only), at
-      ``COARSE_PAIR_BINS`` cells per number, open as the least measured.
    The selected marginals are measured at the codec's codes, unless the table
    is too small for them (rule 3).
 2. Budgets are fixed in advance by public rules: one zCDP-style scale ``rho``
@@ -119,7 +116,6 @@ CELL_SIGNAL = 2.0      # sub-cells should hold >= CELL_SIGNAL x noise std rows o
 PAIR_BINS = (2, 4, 8, 16)  # numeric cells per column in (c) when the codec's codes are too fine (rule 3)
 PAIR_SIGNAL = 0.3      # pair cells should hold >= PAIR_SIGNAL x noise std rows on average (see pair_resolution)
 COARSE_PAIR_BINS = 8   # every candidate of (c) is offered again at this many cells per number (rule 3)
-TRIPLE_CELLS = 1024    # a triple of features (rule 1d) is a candidate only with at most this many cells
 CATEGORY_FLOOR = 0.005  # each category's share of the draws, at least (rule 5)
 FINE_EFFECTIVE_BINS = 8.0  # a column whose rows sit in <= this many bins (exp of the entropy) is fine (rule 6)
 FIT_BATCH = 512
@@ -336,21 +332,6 @@ def draw_order(d: int, selected: list[tuple[int, ...]]) -> tuple[int, ...]:
     return tuple(order)
 
 
-def clique_triples(d: int, selected: list[tuple[int, ...]], cells: Cells,
-                   known: set[tuple[int, ...]]) -> list[tuple[tuple[int, ...], Cells]]:
-    """Rule 1d: the feature triples ``(a, b, c)``, ``a < b < c``, whose three pairs have each
-    been measured together in some marginal of ``selected`` (a triangle of ``draw_order``'s
-    graph), not in ``known``, with at most ``TRIPLE_CELLS`` cells at ``cells``."""
-    together = np.zeros((d, d), dtype=bool)
-    for columns in selected:
-        features = [j for j in columns if j >= 0]
-        for a in features:
-            together[a, features] = True
-    return [((a, b, c), cells) for a in range(d) for b in range(a + 1, d) if together[a, b]
-            for c in range(b + 1, d) if together[a, c] and together[b, c] and (a, b, c) not in known
-            and math.prod(cells.shape((a, b, c))) <= TRIPLE_CELLS]
-
-
 def least_measured(times: np.ndarray) -> np.ndarray:
     """Rule 1c: the candidates open to selection, those measured the fewest times so far."""
     return times == times.min()
@@ -395,7 +376,6 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
     round_steps = steps_per_round(budget.rounds)
     fitter.fit(measured, round_steps)
     candidates = candidate_marginals(d, codec, pair_cells)
-    triple_cells = Cells(codec, min(pair_cells.bins or COARSE_PAIR_BINS, COARSE_PAIR_BINS))
     exact = [cells.histogram(codes, y, c) for c, cells in candidates]
     times = np.zeros(len(candidates), dtype=np.int64)
     for r in range(budget.rounds):
@@ -404,9 +384,6 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
         times[k] += 1
         noisy = exact[k] + rng.normal(0, budget.measure_sigma, exact[k].shape)
         measured.append(Marginal(*candidates[k], noisy, budget.measure_sigma))
-        new = clique_triples(d, [m.columns for m in measured], triple_cells, {c for c, _ in candidates})
-        candidates, exact = candidates + new, exact + [cells.histogram(codes, y, c) for c, cells in new]
-        times = np.concatenate([times, np.full(len(new), times.min())])  # rule 1d: open as the least measured
         generator.reorder(draw_order(d, [m.columns for m in measured]))  # one-way marginals add no edge
         fitter.fit(measured, round_steps)
         if progress:
@@ -697,16 +674,11 @@ def _in_cells(codes: torch.Tensor, merge: tuple[torch.Tensor, int] | None) -> to
 
 
 def _product(factors: list[torch.Tensor]) -> torch.Tensor:
-    """Sum over the batch of the outer product of the factors (each batch x marginals x size),
-    the last factor's cells fastest: every factor but the last is folded into one (their
-    row-wise outer product), then one batched product with the last."""
+    """Sum over the batch of the outer product of one or two factors (batch x marginals x size)."""
     if len(factors) == 1:
         return factors[0].sum(0)
-    *earlier, last = factors
-    folded = earlier[0]
-    for f in earlier[1:]:
-        folded = (folded[..., :, None] * f[..., None, :]).flatten(-2)
-    return torch.bmm(folded.permute(1, 2, 0), last.permute(1, 0, 2))
+    a, b = factors
+    return torch.bmm(a.permute(1, 2, 0), b.permute(1, 0, 2))
 
 
 class Fitter:
@@ -759,21 +731,14 @@ class Fitter:
 
     @torch.no_grad()
     def expected(self, marginals: list[tuple[tuple[int, ...], Cells]]) -> list[np.ndarray]:
-        """The generator's normalised marginals of one to three features (and maybe the
-        target), from one large batch, each in ``Cells.histogram``'s layout. Those of one or
-        two features at one resolution come from one product per class, ``D_c^T Q_c`` over
-        every cell (the drawn codes' cells against the heads' probabilities, ``Moments``'
-        estimate): the selection scores thousands of candidates per round on a wide table.
-        Those of three features (rule 1d: few) come from ``Moments`` on the same batch."""
+        """The generator's normalised marginals of one or two features (and maybe the target),
+        from one large batch, each in ``Cells.histogram``'s layout. All of one resolution come
+        from one product per class, ``D_c^T Q_c`` over every cell (the drawn codes' cells
+        against the heads' probabilities, ``Moments``' estimate): the selection scores
+        thousands of candidates per round on a wide table."""
         probs, class_rows, drawn = self._batch(4 * FIT_BATCH)
         position, products, out = np.argsort(self.generator.config.order), {}, []
         for columns, cells in marginals:
-            features = [j for j in columns if j >= 0]
-            if len(features) not in (1, 2, 3) or columns[len(features):] not in ((), (-1,)):
-                raise ValueError(f"expected takes one to three features, then maybe the target (-1), not {columns}")
-            if len(features) == 3:
-                out.append(None)
-                continue
             if cells.key not in products:
                 merge = _merge(cells, self.device)
                 soft = _in_cells(probs, merge)
@@ -781,6 +746,9 @@ class Fitter:
                 gram = torch.stack([hard[rows].T @ soft[rows] for rows in class_rows]) / len(probs)
                 products[cells.key] = gram.cpu().numpy(), np.cumsum([0] + cells.sizes)
             gram, starts = products[cells.key]
+            features = [j for j in columns if j >= 0]
+            if len(features) not in (1, 2) or columns[len(features):] not in ((), (-1,)):
+                raise ValueError(f"expected takes one or two features, then maybe the target (-1), not {columns}")
             a, b = [slice(starts[j], starts[j + 1]) for j in (features * 2)[:2]]  # one feature: a = b
             if len(features) == 1:
                 block = gram[:, a, a].sum(1)                      # classes x cells (one-hot rows sum to 1)
@@ -789,11 +757,6 @@ class Fitter:
             else:
                 block = gram[:, b, a].transpose(0, 2, 1)
             out.append(np.moveaxis(block, 0, -1).ravel() if len(features) < len(columns) else block.sum(0).ravel())
-        triples = [k for k, o in enumerate(out) if o is None]
-        if triples:
-            moments = Moments([marginals[k] for k in triples], self.device, self.generator.config.order)
-            for k, part in zip(triples, moments.split(moments.compute(probs, class_rows, drawn).cpu().numpy())):
-                out[k] = part
         return out
 
     def _batch(self, size: int) -> tuple[torch.Tensor, list[slice], torch.Tensor | None]:
