@@ -681,25 +681,11 @@ def _product(factors: list[torch.Tensor]) -> torch.Tensor:
     return torch.bmm(a.permute(1, 2, 0), b.permute(1, 0, 2))
 
 
-def _half(probs: torch.Tensor, class_rows: list[slice], drawn: torch.Tensor | None, half: int
-          ) -> tuple[torch.Tensor, list[slice], torch.Tensor | None]:
-    """One half (0: the first, 1: the second) of every class's rows of a batch, as a batch."""
-    parts = [range(r.start, (r.start + r.stop) // 2) if half == 0 else range((r.start + r.stop) // 2, r.stop)
-             for r in class_rows]
-    index = torch.as_tensor(np.concatenate([np.arange(p.start, p.stop) for p in parts]), device=probs.device)
-    ends = np.cumsum([len(p) for p in parts])
-    rows = [slice(int(e - len(p)), int(e)) for e, p in zip(ends, parts)]
-    return probs.index_select(0, index), rows, None if drawn is None else drawn.index_select(0, index)
-
-
 class Fitter:
     """Trains the generator's heads so a batch's expected marginals match the noisy ones.
 
     Loss: sum over measured marginals (and, for heads that read earlier codes, their
-    sub-marginals: rule 7) of ``(E_first - noisy / n) (E_second - noisy / n)``, the
-    estimates from the two halves of every class's rows (independent, so its expectation is
-    the squared error itself; one batch's ``||E_batch - noisy / n||^2`` adds the
-    estimate's variance, which depends on the parameters) weighted by the
+    sub-marginals: rule 7) of ``||E_batch[marginal] - noisy / n||^2`` weighted by the
     inverse noise variance (GEM's objective with weights), plus
     ``sum (1 - share / CATEGORY_FLOOR)^2`` over the ``floored`` codes whose batch
     share is below the floor (rule 5; zero otherwise).
@@ -737,8 +723,7 @@ class Fitter:
                     group["lr"] = FIT_LR_FLOOR + (FIT_LR - FIT_LR_FLOOR) * (1 + math.cos(math.pi * step / steps)) / 2
             probs, class_rows, drawn = self._batch(FIT_BATCH)
             shares = probs[:, self.floored].mean(0)
-            first, second = [moments.compute(*_half(probs, class_rows, drawn, half)) for half in (0, 1)]
-            loss = (weight * (first - target) * (second - target)).sum() \
+            loss = (weight * (moments.compute(probs, class_rows, drawn) - target) ** 2).sum() \
                 + (F.relu(1 - shares / CATEGORY_FLOOR) ** 2).sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
