@@ -39,11 +39,8 @@ Rules:
    target.
 3. ``rounds`` is a public rule of the number of features and epsilon. The
    sub-cells of (b) are a public rule of the noise and the target
-   histogram's DP row count; (b) is measured at the fewest sub-cells when
-   only a bin holding ``HEAVY_BIN_SHARE`` of the rows would be worth it (an
-   integer count heaped at 0), and skipped, its share given to the rest, when
-   not even that; a bin whose noisy count is under ``CELL_SIGNAL`` x noise
-   per sub-cell keeps uniform offsets (post-processing). The cells of (c)
+   histogram's DP row count; (b) is skipped, and its share given to the
+   rest, when the rule finds no resolution worth measuring. The cells of (c)
    are a public rule of the noise and the workload's DP row count: the
    codec's codes, or numeric codes merged into fewer cells on small tables.
    Each candidate of (c) is offered again at ``COARSE_PAIR_BINS`` cells per
@@ -116,7 +113,6 @@ OFFSET_SHARE = 0.1     # of rho, for the within-bin histograms
 OFFSET_CELLS = (4, 8, 16)     # candidate sub-cells per bin (rule 3); 2 halves of a bin were not worth their share
 SELECT_SHARE = 0.1     # of each round's rho, for the exponential mechanism (AIM's split)
 CELL_SIGNAL = 2.0      # sub-cells should hold >= CELL_SIGNAL x noise std rows on average
-HEAVY_BIN_SHARE = 0.25  # else (b) at the fewest sub-cells if a bin of this share of the rows would
 PAIR_BINS = (2, 4, 8, 16)  # numeric cells per column in (c) when the codec's codes are too fine (rule 3)
 PAIR_SIGNAL = 0.3      # pair cells should hold >= PAIR_SIGNAL x noise std rows on average (see pair_resolution)
 COARSE_PAIR_BINS = 8   # every candidate of (c) is offered again at this many cells per number (rule 3)
@@ -231,9 +227,7 @@ def offset_resolution(n_noisy: float, sigma: float) -> int | None:
     sub-cells hold on average >= CELL_SIGNAL x sigma rows over the ``NUMERIC_BINS`` bins, or
     None when even the coarsest does not (rule 3)."""
     fitting = [c for c in OFFSET_CELLS if n_noisy / (NUMERIC_BINS * c) >= CELL_SIGNAL * sigma]
-    if fitting:
-        return max(fitting)
-    return OFFSET_CELLS[0] if n_noisy * HEAVY_BIN_SHARE / OFFSET_CELLS[0] >= CELL_SIGNAL * sigma else None
+    return max(fitting) if fitting else None
 
 
 def pair_resolution(n_noisy: float, sigma: float, numeric_bins: int = NUMERIC_BINS) -> int | None:
@@ -366,7 +360,7 @@ def fit(frame: pd.DataFrame, y: np.ndarray, codec: Codec, options: TrainOptions,
     cells = budget.offset_cells
     codec, codes, within, splits = measure_within_bins_and_refine(frame, codec, budget, start.n, rng)
     workload = measure_workload(codes, y, codec, budget, rng)
-    table = offset_table(within, budget.offset_sigma) if within else None
+    table = offset_table(within) if within else None
     counts = class_counts(workload, start, codec.n_classes)
     measured = workload + splits
     prior, n_noisy = counts / counts.sum(), float(counts.sum())
@@ -533,7 +527,7 @@ def measure_within_bins(codes: np.ndarray, offsets: np.ndarray, codec: Codec, ce
     return out
 
 
-def offset_table(noisy: list[np.ndarray], sigma: float) -> np.ndarray:
+def offset_table(noisy: list[np.ndarray]) -> np.ndarray:
     """Post-processing of the within-bin histograms into probabilities (columns x codes x cells):
     negative counts to 0, each row normalised; a row with no positive count (and the padding
     of shorter columns) is uniform."""
@@ -542,8 +536,7 @@ def offset_table(noisy: list[np.ndarray], sigma: float) -> np.ndarray:
     for k, h in enumerate(noisy):
         positive = np.maximum(h, 0.0)
         totals = positive.sum(1, keepdims=True)
-        shaped = (totals > 0) & (h.sum(1, keepdims=True) >= CELL_SIGNAL * sigma * cells)
-        table[k, : len(h)] = np.where(shaped, positive / np.where(totals > 0, totals, 1.0), 1.0 / cells)
+        table[k, : len(h)] = np.where(totals > 0, positive / np.where(totals > 0, totals, 1.0), 1.0 / cells)
     return table
 
 

@@ -399,14 +399,13 @@ def test_sub_cells_split_the_bin_evenly_and_keep_its_edges():
 
 
 def test_offset_table_clamps_negative_counts_and_falls_back_to_uniform():
-    noisy = [np.array([[30.0, -10.0, 10.0, 0.0], [-2.0, -1.0, 0.0, -5.0], [3.0, 0.0, 1.0, 0.0]]),
-             np.array([[10.0, 10.0, 10.0, 10.0]] * 2)]
-    table = M.offset_table(noisy, sigma=1.0)  # a row is shaped from >= CELL_SIGNAL x sigma x 4 = 8 rows
+    noisy = [np.array([[3.0, -1.0, 1.0, 0.0], [-2.0, -1.0, 0.0, -5.0]]),
+             np.array([[1.0, 1.0, 1.0, 1.0]] * 3)]
+    table = M.offset_table(noisy)
     assert table.shape == (2, 3, 4)
     np.testing.assert_allclose(table[0, 0], [0.75, 0.0, 0.25, 0.0])
     np.testing.assert_allclose(table[0, 1], [0.25] * 4)   # nothing positive: uniform
-    np.testing.assert_allclose(table[0, 2], [0.25] * 4)   # 4 noisy rows, under 8: uniform
-    np.testing.assert_allclose(table[1, 2], [0.25] * 4)   # padding of the shorter column
+    np.testing.assert_allclose(table[0, 2], [0.25] * 4)   # padding of the shorter column
     np.testing.assert_allclose(table.sum(-1), 1.0)
 
 
@@ -414,8 +413,7 @@ def test_offset_resolution_rule_is_monotone_and_can_decline():
     # CELL_SIGNAL 2, 16 bins: 100000 / (16 x 16) = 390 rows >= 2 x 10
     assert M.offset_resolution(100_000, 10.0) == 16
     assert M.offset_resolution(2000, 10.0) == 4   # 2000 / 64 = 31 >= 20; 2000 / 128 = 15.6 < 20
-    assert M.offset_resolution(300, 10.0) is None  # 300 / 64 = 4.7 < 20, and a quarter of it: 18.8 < 20
-    assert M.offset_resolution(1000, 10.0) == 4    # 1000 / 64 = 15.6 < 20, but a quarter of it: 62.5 >= 20
+    assert M.offset_resolution(300, 10.0) is None  # 300 / 32 = 9.4 < 20
     assert M.offset_resolution(5000, 2.0) >= M.offset_resolution(5000, 8.0)
 
 
