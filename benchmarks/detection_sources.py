@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> None:
                     continue
                 started = time.perf_counter()
                 data["results"].append(run_cell(table, eps, seed))
-                RESULTS.write_text(json.dumps(data, indent=1) + "\n")
+                engines.write_results(RESULTS, data)
                 print(f"{table} eps {eps} seed {seed}: ours {data['results'][-1]['ours']['all']:.3f} "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)
 
@@ -102,10 +102,11 @@ def report() -> None:
         def mean(figure) -> float:
             return float(np.mean([figure(r) for r in records]))
 
-        names = list(records[0]["ours"]["alone"])
-        rows = [[name] + [f"{mean(lambda r: r[s]['all'] - r[s]['without'][name]):+.3f} / "
-                          f"{mean(lambda r: r[s]['alone'][name]):.3f}" for s in SAMPLES] for name in names]
-        rows.sort(key=lambda row: -float(row[1].split(" / ")[0]))
+        drop = {(s, name): mean(lambda r: r[s]["all"] - r[s]["without"][name])
+                for s in SAMPLES for name in records[0][s]["without"]}
+        names = sorted(records[0]["ours"]["alone"], key=lambda name: -drop["ours", name])
+        rows = [[name] + [f"{drop[s, name]:+.3f} / {mean(lambda r: r[s]['alone'][name]):.3f}" for s in SAMPLES]
+                for name in names]
         alls = ", ".join(f"{s} {mean(lambda r: r[s]['all']):.3f}" for s in SAMPLES)
         parts.append(f"## {table}, epsilon {eps:g} (seeds: {len(records)})\n\nall columns: {alls}.\n")
         parts.append(markdown(["column", *(f"{s}: drop / alone" for s in SAMPLES)], rows) + "\n")
